@@ -1,0 +1,72 @@
+"""Backbone-only weights from a SparK checkpoint, in the dense backbone's naming.
+
+A SparK model keeps its (converted) backbone as ``model.backbone`` with the
+dense backbone's own parameter names, so the backbone weights are exactly the
+``backbone.`` entries of the model's state dict with that prefix removed.
+"""
+import os
+from collections import OrderedDict
+from typing import Mapping, Union
+
+import torch
+
+BACKBONE_PREFIX = 'backbone.'
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or holds the wrong keys."""
+
+
+def load_checkpoint_file(path: str) -> dict:
+    """Read a checkpoint written by mmengine or by :func:`save_backbone`."""
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f'checkpoint {path!r} does not exist; pass the path of a .pth file '
+            'written by tools/train.py (e.g. work_dirs/<name>/epoch_N.pth)')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as error:  # truncated or not a torch file
+        raise CheckpointError(
+            f'checkpoint {path!r} cannot be read ({type(error).__name__}: '
+            f'{error}); the file is truncated or not a PyTorch checkpoint, '
+            're-export or re-download it') from error
+
+
+def state_dict_of(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
+    """The weights of an mmengine checkpoint, or the mapping itself."""
+    if 'state_dict' in checkpoint:
+        return checkpoint['state_dict']
+    if 'model' in checkpoint and isinstance(checkpoint['model'], Mapping):
+        return checkpoint['model']
+    return checkpoint
+
+
+def backbone_state_dict(
+        checkpoint: Union[str, Mapping],
+        prefix: str = BACKBONE_PREFIX) -> 'OrderedDict[str, torch.Tensor]':
+    """Backbone weights of a SparK checkpoint (path or loaded dict), prefix removed."""
+    if isinstance(checkpoint, str):
+        source = checkpoint
+        checkpoint = load_checkpoint_file(checkpoint)
+    else:
+        source = 'the given checkpoint'
+    weights = state_dict_of(checkpoint)
+    backbone = OrderedDict((key[len(prefix):], value)
+                           for key, value in weights.items()
+                           if key.startswith(prefix))
+    if not backbone:
+        raise CheckpointError(
+            f'{source} holds no {prefix!r} weights (first keys: '
+            f'{list(weights)[:5]}); pass a SparK pretraining checkpoint')
+    return backbone
+
+
+def save_backbone(state_dict: Mapping[str, torch.Tensor], path: str,
+                  meta: dict = None) -> str:
+    """Write backbone weights as an mmengine-style checkpoint, atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp_path = f'{path}.tmp.{os.getpid()}'
+    torch.save({'state_dict': OrderedDict(state_dict), 'meta': meta or {}},
+               tmp_path)
+    os.replace(tmp_path, path)
+    return path
