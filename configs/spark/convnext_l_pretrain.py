@@ -1,0 +1,4 @@
+# SparK ConvNeXt-L: the ConvNeXt-S recipe with drop path 0.4.
+_base_ = ['convnext_s_pretrain.py']
+
+model = dict(backbone=dict(arch='large', drop_path_rate=0.4))

@@ -1,0 +1,44 @@
+# Demo: a few minutes of SparK pretraining of a ResNet-18 on 2 CPU cores, on
+# images the project generates itself (data/spark_demo). Same code path as the
+# full recipes, smaller everything.
+_base_ = ['r50_pretrain.py']
+
+input_size = 96
+batch_size = 16
+
+model = dict(
+    backbone=dict(depth=18, drop_path_rate=0.0),
+    neck=dict(width=256),
+    input_size=input_size)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=input_size, crop_ratio_range=(0.67, 1.0),
+         backend='pillow', interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=2,
+    pin_memory=False,
+    dataset=dict(_delete_=True, type='SparkDemoImages',
+                 data_root='data/spark_demo', num_images=256,
+                 pipeline=train_pipeline))
+
+max_epochs = 12
+warmup_epochs = 1
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0,
+         end=warmup_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs,
+         by_epoch=True, begin=warmup_epochs, end=max_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingWeightDecay', eta_min=0.2, T_max=max_epochs,
+         by_epoch=True, begin=0, end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs)
+auto_scale_lr = dict(base_batch_size=batch_size)
+default_hooks = dict(logger=dict(interval=10),
+                     checkpoint=dict(interval=4, max_keep_ckpts=2))

@@ -1,0 +1,4 @@
+# SparK ResNet-101: the ResNet-50 recipe with drop path 0.08.
+_base_ = ['r50_pretrain.py']
+
+model = dict(backbone=dict(depth=101, drop_path_rate=0.08))

@@ -1,0 +1,30 @@
+"""Fail early, in one line, when a config points at data that is not there."""
+import os
+
+# Dataset types that create their data themselves.
+SELF_MADE_DATASETS = ('SparkDemoImages',)
+
+
+def _datasets_in(cfg):
+    for loader_key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(loader_key)
+        dataset = loader.get('dataset') if loader else None
+        while dataset is not None:
+            yield loader_key, dataset
+            dataset = dataset.get('dataset')  # wrappers (RepeatDataset, ...)
+
+
+def check_data_roots(cfg, demo_config: str = 'configs/spark/demo_r18.py'):
+    """Raise FileNotFoundError naming the missing data root and what to do."""
+    for loader_key, dataset in _datasets_in(cfg):
+        if str(dataset.get('type', '')).split('.')[-1] in SELF_MADE_DATASETS:
+            continue
+        data_root = dataset.get('data_root')
+        if data_root and not os.path.isdir(data_root):
+            layout = (f'{data_root}/train/<class>/<image>'
+                      if dataset.get('type') == 'ImageNet' else
+                      'the layout the config describes')
+            raise FileNotFoundError(
+                f'{loader_key}: dataset root {data_root!r} does not exist; put '
+                f'the data there ({layout}) or point data_root at it with '
+                f'--cfg-options, or run {demo_config}, which needs no data')

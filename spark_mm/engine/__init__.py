@@ -1,0 +1,4 @@
+from .export_hook import ExportBackboneHook
+from .optim_wrappers import AutocastOptimWrapper
+
+__all__ = ['ExportBackboneHook', 'AutocastOptimWrapper']

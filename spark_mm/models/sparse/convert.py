@@ -1,0 +1,119 @@
+"""Convert a dense backbone's layers to sparse behaviour, in place.
+
+``sparsify(backbone, context)`` swaps the class of every supported layer for a
+sparse subclass (:mod:`.layers`) bound to ``context``. Names, parameters and
+buffers are untouched, so the weights load straight into the dense backbone.
+Layers that mix spatial positions in ways a mask cannot follow (GroupNorm,
+attention, adaptive pooling, ...) are refused with an error naming them.
+"""
+from typing import Dict, List, Optional, Tuple, Type
+
+import torch.nn as nn
+from mmengine.logging import print_log
+
+from .context import SparseContext
+from .layers import SparseBatchNormMixin, SparseMixin, SparseRemaskMixin
+
+# Layers that compute across spatial positions in a way masking cannot fix.
+UNSUPPORTED_TYPES = (
+    nn.GroupNorm, nn.LocalResponseNorm, nn.MultiheadAttention,
+    nn.modules.instancenorm._InstanceNorm, nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd, nn.Conv1d, nn.Conv3d,
+    nn.modules.conv._ConvTransposeNd, nn.Upsample, nn.BatchNorm1d, nn.BatchNorm3d)
+
+# Leaf layers that act on each position alone and map zero to zero.
+POSITIONWISE_TYPES = (nn.Identity, nn.modules.dropout._DropoutNd, nn.Flatten)
+POSITIONWISE_NAMES = ('DropPath', 'LayerScale', 'Scale')
+
+_sparse_classes: Dict[Tuple[type, type], type] = {}
+
+
+def sparse_class_of(dense_class: type, mixin: type) -> type:
+    """The (cached) class ``Sparse<Name>`` deriving from ``mixin`` and ``dense_class``."""
+    key = (dense_class, mixin)
+    if key not in _sparse_classes:
+        _sparse_classes[key] = type(f'Sparse{dense_class.__name__}',
+                                    (mixin, dense_class),
+                                    {'__module__': __name__})
+    return _sparse_classes[key]
+
+
+class UnsupportedLayerError(TypeError):
+    """The backbone holds layers that cannot be made sparse."""
+
+
+def _is_channels_first_norm(module: nn.LayerNorm) -> bool:
+    data_format = getattr(module, 'data_format', None)
+    if data_format is not None:
+        return data_format in ('channels_first', 'channel_first')
+    return type(module).__name__.endswith('2d')
+
+
+def _conversion_for(module: nn.Module) -> Optional[Tuple[type, bool]]:
+    """(mixin, channels_last) for a layer we convert, or None."""
+    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+        return SparseBatchNormMixin, False
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        return SparseRemaskMixin, False
+    if isinstance(module, nn.LayerNorm):
+        return SparseRemaskMixin, not _is_channels_first_norm(module)
+    if isinstance(module, nn.Linear):
+        return SparseRemaskMixin, True
+    if type(module).__name__ == 'GRN':
+        return SparseRemaskMixin, False
+    return None
+
+
+def _is_unsupported(module: nn.Module) -> bool:
+    return (isinstance(module, UNSUPPORTED_TYPES)
+            or 'Attention' in type(module).__name__)
+
+
+def _is_positionwise(module: nn.Module) -> bool:
+    return (isinstance(module, POSITIONWISE_TYPES)
+            or type(module).__module__ == 'torch.nn.modules.activation'
+            or type(module).__name__ in POSITIONWISE_NAMES)
+
+
+def sparsify(module: nn.Module, context: SparseContext,
+             name: str = 'backbone') -> List[str]:
+    """Make ``module``'s layers sparse, bound to ``context``; returns their names.
+
+    Raises :class:`UnsupportedLayerError` listing every layer that cannot be
+    made sparse. Leaf layers of unknown type are kept dense with a warning
+    naming them (they are correct only if they act on each position alone).
+    """
+    unsupported, unknown, converted = [], [], []
+    for child_name, child in module.named_modules():
+        full_name = f'{name}.{child_name}' if child_name else name
+        if isinstance(child, SparseMixin):
+            if child.sparse_context is not context:
+                raise ValueError(f'{full_name} is already sparse and bound to '
+                                 'another model; build a new backbone instead')
+            continue
+        if _is_unsupported(child):
+            unsupported.append(f'{full_name} ({type(child).__name__})')
+            continue
+        conversion = _conversion_for(child)
+        if conversion is not None:
+            mixin, channels_last = conversion
+            child.__class__ = sparse_class_of(type(child), mixin)
+            child.sparse_context = context
+            if mixin is SparseRemaskMixin:
+                child.sparse_channels_last = channels_last
+            converted.append(full_name)
+        elif not list(child.children()) and not _is_positionwise(child):
+            unknown.append(f'{full_name} ({type(child).__name__})')
+    if unsupported:
+        raise UnsupportedLayerError(
+            'SparK cannot make these layers sparse (they mix spatial positions '
+            'in a way a mask cannot follow): ' + ', '.join(unsupported) +
+            '; use a CNN backbone without them, or sparse=False for the '
+            'zero-outing ablation')
+    if unknown:
+        print_log(
+            'SparK left these layers dense because their type is unknown: ' +
+            ', '.join(unknown) + '; this is only correct if they act on each '
+            'position separately and map zero to zero', logger='current',
+            level=30)
+    return converted
