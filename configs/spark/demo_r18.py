@@ -42,3 +42,9 @@ train_cfg = dict(max_epochs=max_epochs)
 auto_scale_lr = dict(base_batch_size=batch_size)
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(interval=4, max_keep_ckpts=2))
+# reconstructions of 4 fixed training images, under a fixed mask, every 64
+# iterations: <work_dir>/reconstructions/iter_*.png and the visualizer backends
+custom_hooks = [
+    dict(type='ExportBackboneHook'),
+    dict(type='ReconstructionVisualizationHook', interval=64, num_images=4),
+]

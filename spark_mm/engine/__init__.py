@@ -1,4 +1,6 @@
 from .export_hook import ExportBackboneHook
 from .optim_wrappers import AutocastOptimWrapper
+from .visualization_hook import ReconstructionVisualizationHook
 
-__all__ = ['ExportBackboneHook', 'AutocastOptimWrapper']
+__all__ = ['ExportBackboneHook', 'AutocastOptimWrapper',
+           'ReconstructionVisualizationHook']
