@@ -41,6 +41,9 @@ class SparK(BaseSelfSupervisor):
         mask_ratio: shortcut for the default mask generator's ratio.
         sparse: False runs the dense backbone on the zero-outed image
             (the paper's "zero-outing" ablation).
+        sync_bn: make the backbone's BatchNorm2d layers SyncBN (visible-only
+            statistics over all ranks), for backbones that cannot be configured
+            with SyncBN themselves (timm's); a single process uses local BN.
         hierarchical: False feeds only the coarsest scale to the decoder.
         use_pos_embed: add learned absolute position embeddings (ablation).
         densify_norm_cfg: norm over visible features before densifying.
@@ -55,6 +58,7 @@ class SparK(BaseSelfSupervisor):
                  mask_generator: Optional[dict] = None,
                  mask_ratio: float = 0.6,
                  sparse: bool = True,
+                 sync_bn: bool = False,
                  hierarchical: bool = True,
                  use_pos_embed: bool = False,
                  densify_norm_cfg: dict = dict(type='BN'),
@@ -71,7 +75,7 @@ class SparK(BaseSelfSupervisor):
                 'ConvNeXt) or (1, 2, 3, 4) (TIMMBackbone), or hierarchical=False')
         self.sparse_context = SparseContext()
         if sparse:
-            sparsify(backbone, self.sparse_context)
+            sparsify(backbone, self.sparse_context, sync_bn=sync_bn)
         self.total_stride = features[-1].stride
         coarsest_first = features[::-1]
         if not hierarchical:

@@ -76,8 +76,11 @@ def _is_positionwise(module: nn.Module) -> bool:
 
 
 def sparsify(module: nn.Module, context: SparseContext,
-             name: str = 'backbone') -> List[str]:
+             name: str = 'backbone', sync_bn: bool = False) -> List[str]:
     """Make ``module``'s layers sparse, bound to ``context``; returns their names.
+
+    ``sync_bn`` turns every BatchNorm2d into a (sparse) SyncBN, for backbones
+    that cannot be configured with one (e.g. timm's). Its state is unchanged.
 
     Raises :class:`UnsupportedLayerError` listing every layer that cannot be
     made sparse. Leaf layers of unknown type are kept dense with a warning
@@ -97,7 +100,10 @@ def sparsify(module: nn.Module, context: SparseContext,
         conversion = _conversion_for(child)
         if conversion is not None:
             mixin, channels_last = conversion
-            child.__class__ = sparse_class_of(type(child), mixin)
+            dense_class = type(child)
+            if sync_bn and dense_class is nn.BatchNorm2d:
+                dense_class, child.process_group = nn.SyncBatchNorm, None
+            child.__class__ = sparse_class_of(dense_class, mixin)
             child.sparse_context = context
             if mixin is SparseRemaskMixin:
                 child.sparse_channels_last = channels_last
