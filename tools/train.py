@@ -3,6 +3,11 @@
 Flags follow mmdet/mmpretrain's tools/train.py. Additions: a single-process run
 turns SyncBN into BN, a CPU-only machine gets the gloo backend, ``--amp`` means
 bf16 autocast on CPU, and a missing dataset stops at once with one line.
+Reliability: checkpoints are written atomically, a NaN/inf loss stops the run
+before it is saved, each step is seeded from (seed, rank, step) so that
+``--resume`` continues bit-exactly, mmengine checkpoints load with torch's
+``weights_only=True``, ``--launcher pytorch``/``slurm`` work on CPU (gloo), and
+bad input (config, data, checkpoint) ends with one line instead of a traceback.
 """
 import argparse
 import os
@@ -12,11 +17,17 @@ import sys
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.runner import Runner
+from mmengine.model import is_model_wrapper
+from mmengine.runner import Runner, find_latest_checkpoint
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.datasets import check_data_roots  # noqa: E402
+from spark_mm.engine.checkpoint_safety import (  # noqa: E402
+    allow_mmengine_checkpoints, check_checkpoint_matches)
+from spark_mm.engine.distributed import init_cpu_distributed  # noqa: E402
+from spark_mm.engine.reliability import use_reliability_hooks  # noqa: E402
+from spark_mm.engine.user_errors import input_error_message  # noqa: E402
 from spark_mm.utils import enable_amp, revert_sync_bn_in_config  # noqa: E402
 
 
@@ -69,26 +80,54 @@ def build_config(args) -> Config:
                       'places of the config', logger='current')
     if not torch.cuda.is_available():
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        if args.launcher != 'none' and cfg.get('model_wrapper_cfg') is None:
+            cfg.model_wrapper_cfg = dict(
+                type='spark_mm.engine.CPUDistributedDataParallel',
+                broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters', False))
+    use_reliability_hooks(cfg)
     return cfg
 
 
-def main():
-    args = parse_args()
-    cfg = build_config(args)
-    try:
-        check_data_roots(cfg)
-    except FileNotFoundError as error:
-        sys.exit(f'error: {error}')
+def check_checkpoint_to_load(runner):
+    """Fail in one line on a missing/truncated/mismatching checkpoint."""
+    path = runner.cfg.get('load_from')
+    if runner.cfg.get('resume') and path is None:
+        path = find_latest_checkpoint(runner.work_dir)
+    if path is None or '://' in str(path):
+        return
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    check_checkpoint_matches(model, path, strict=bool(runner.cfg.get('resume')))
+
+
+def train(cfg):
+    check_data_roots(cfg)
+    if cfg.launcher != 'none' and not torch.cuda.is_available():
+        init_cpu_distributed(cfg.launcher,
+                             **cfg.get('env_cfg', {}).get('dist_cfg', {}))
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    check_checkpoint_to_load(runner)
     runner.train()
     last = osp.join(runner.work_dir, 'last_checkpoint')
     if runner.rank == 0 and osp.isfile(last):
         with open(last) as f:
             print(f'checkpoint: {f.read().strip()}')
+
+
+def main():
+    args = parse_args()
+    allow_mmengine_checkpoints()  # torch >= 2.6 loads with weights_only=True
+    try:
+        train(build_config(args))
+    except Exception as error:  # bad input: one line; a bug: its traceback
+        message = input_error_message(error)
+        if message is None:
+            raise
+        sys.exit(f'error: {message}')
 
 
 if __name__ == '__main__':

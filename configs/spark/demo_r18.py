@@ -12,7 +12,7 @@ model = dict(
     input_size=input_size)
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageOrSkip'),
     dict(type='RandomResizedCrop', scale=input_size, crop_ratio_range=(0.67, 1.0),
          backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),

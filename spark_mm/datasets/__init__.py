@@ -1,4 +1,6 @@
 from .checks import check_data_roots
 from .demo_images import SparkDemoImages, make_demo_images
+from .robust_loading import LoadImageOrSkip
 
-__all__ = ['SparkDemoImages', 'make_demo_images', 'check_data_roots']
+__all__ = ['SparkDemoImages', 'make_demo_images', 'check_data_roots',
+           'LoadImageOrSkip']

@@ -1,6 +1,9 @@
 """Fail early, in one line, when a config points at data that is not there."""
 import os
 
+# mmpretrain CustomDataset's default extensions
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif')
+
 # Dataset types that create their data themselves.
 SELF_MADE_DATASETS = ('SparkDemoImages',)
 
@@ -12,6 +15,14 @@ def _datasets_in(cfg):
         while dataset is not None:
             yield loader_key, dataset
             dataset = dataset.get('dataset')  # wrappers (RepeatDataset, ...)
+
+
+def _holds_an_image(root: str) -> bool:
+    """Whether any file under ``root`` has an image extension (stops at the first)."""
+    for _, _, files in os.walk(root, followlinks=True):
+        if any(name.lower().endswith(IMG_EXTENSIONS) for name in files):
+            return True
+    return False
 
 
 def check_data_roots(cfg, demo_config: str = 'configs/spark/demo_r18.py'):
@@ -28,3 +39,9 @@ def check_data_roots(cfg, demo_config: str = 'configs/spark/demo_r18.py'):
                 f'{loader_key}: dataset root {data_root!r} does not exist; put '
                 f'the data there ({layout}) or point data_root at it with '
                 f'--cfg-options, or run {demo_config}, which needs no data')
+        if data_root and not _holds_an_image(data_root):
+            raise FileNotFoundError(
+                f'{loader_key}: dataset root {data_root!r} exists but holds no '
+                f'images ({", ".join(IMG_EXTENSIONS)}); copy or link the images '
+                f'there, fix data_root with --cfg-options, or run '
+                f'{demo_config}, which needs no data')

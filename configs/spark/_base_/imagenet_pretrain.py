@@ -10,7 +10,7 @@ data_preprocessor = dict(
     to_rgb=True)
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageOrSkip'),  # an unreadable file: warning, not a crash
     dict(type='RandomResizedCrop', scale=input_size, crop_ratio_range=(0.67, 1.0),
          backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),

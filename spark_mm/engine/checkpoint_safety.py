@@ -1,0 +1,134 @@
+"""Load mmengine checkpoints with ``torch.load(weights_only=True)`` (torch >= 2.6).
+
+mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; since torch 2.6
+that means the restricted unpickler, which refuses the few non-tensor objects
+an mmengine checkpoint holds. :func:`allow_mmengine_checkpoints` allow-lists
+exactly those (found by ``torch.serialization.get_unsafe_globals_in_checkpoint``
+on checkpoints written by our runs), instead of switching the protection off:
+
+- ``mmengine.logging.HistoryBuffer`` (the message hub's logged scalars), whose
+  state holds its statistic methods, pickled as ``getattr(HistoryBuffer, name)``;
+  ``builtins.getattr`` is therefore mapped to a lookup that only resolves
+  methods of ``HistoryBuffer``, never an arbitrary attribute;
+- numpy arrays, scalars and the dtypes of numbers (logged values, ETA).
+
+The same module turns a missing, truncated or mismatching checkpoint into a
+:class:`~spark_mm.export.CheckpointError` naming the file and the keys.
+"""
+import os
+import pickle
+from typing import Iterable, List, Mapping
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+
+from ..export import CheckpointError, state_dict_of
+
+# Number dtypes only: an object array would smuggle arbitrary pickles.
+_NUMPY_DTYPE_NAMES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
+                      'uint16', 'uint32', 'uint64', 'float16', 'float32',
+                      'float64', 'longlong', 'ulonglong')
+
+
+def _history_buffer_method(owner, name: str):
+    """``getattr`` restricted to the statistic methods of ``HistoryBuffer``."""
+    member = vars(HistoryBuffer).get(name) if owner is HistoryBuffer else None
+    if not callable(member) or name.startswith('__'):
+        raise pickle.UnpicklingError(
+            f'checkpoint asks for getattr({owner!r}, {name!r}); only methods '
+            'of mmengine HistoryBuffer are allowed')
+    return member
+
+
+def _numpy_globals() -> List:
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar  # numpy >= 2
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtype_classes = {type(np.dtype(name)) for name in _NUMPY_DTYPE_NAMES}
+    found = [np.ndarray, np.dtype, _reconstruct, scalar, *dtype_classes]
+    # numpy 1.x pickles these under numpy.core, numpy 2.x under numpy._core;
+    # a checkpoint written with the other major version names the other one.
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        found += [(_reconstruct, f'{module}._reconstruct'),
+                  (scalar, f'{module}.scalar')]
+    return found
+
+
+def mmengine_safe_globals() -> List:
+    """What ``add_safe_globals`` needs for mmengine's own checkpoints."""
+    return [HistoryBuffer, (_history_buffer_method, 'builtins.getattr'),
+            *_numpy_globals()]
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let ``torch.load(weights_only=True)`` read mmengine checkpoints.
+
+    Idempotent; a no-op on torch versions without ``add_safe_globals``.
+    """
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is not None:
+        add_safe_globals(mmengine_safe_globals())
+
+
+def load_checkpoint_safely(path: str, mmap: bool = False) -> dict:
+    """``torch.load`` with ``weights_only=True``; CheckpointError when it fails."""
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f'checkpoint {path!r} does not exist; pass the path of a .pth file '
+            'written by tools/train.py (e.g. work_dirs/<name>/epoch_N.pth)')
+    allow_mmengine_checkpoints()
+    try:
+        try:
+            return torch.load(path, map_location='cpu', weights_only=True,
+                              mmap=mmap)
+        except RuntimeError as error:  # legacy (non-zip) files cannot be mapped
+            if not (mmap and 'mmap' in str(error)):
+                raise
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:  # truncated, not a torch file, unsafe content
+        reason = str(error).strip().splitlines()[0] if str(error) else ''
+        raise CheckpointError(
+            f'checkpoint {path!r} cannot be read ({type(error).__name__}: '
+            f'{reason}); the file is truncated or not a PyTorch checkpoint: '
+            'use an earlier checkpoint or re-download it') from error
+
+
+def _listed(keys: Iterable[str], limit: int = 8) -> str:
+    keys = sorted(keys)
+    shown = ', '.join(keys[:limit])
+    return shown + (f' (+{len(keys) - limit} more)' if len(keys) > limit else '')
+
+
+def check_checkpoint_matches(model: torch.nn.Module, path: str,
+                             strict: bool = True) -> None:
+    """Raise CheckpointError if ``path``'s weights do not fit ``model``.
+
+    ``strict`` (resuming): every key and shape must match. Otherwise
+    (``load_from``): at least one key must match; partial matches are left to
+    mmengine, which loads what fits and logs the rest.
+    """
+    weights = state_dict_of(load_checkpoint_safely(path, mmap=True))
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f'checkpoint {path!r} holds no state dict')
+    expected = model.state_dict()
+    missing = set(expected) - set(weights)
+    unexpected = set(weights) - set(expected)
+    shapes = {key for key in set(expected) & set(weights)
+              if hasattr(weights[key], 'shape')
+              and tuple(weights[key].shape) != tuple(expected[key].shape)}
+    if not (missing or unexpected or shapes):
+        return
+    if not strict and len(missing) + len(shapes) < len(expected):
+        return
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing: {_listed(missing)}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected: {_listed(unexpected)}')
+    if shapes:
+        problems.append(f'{len(shapes)} of another shape: {_listed(shapes)}')
+    raise CheckpointError(
+        f'checkpoint {path!r} does not fit the model of this config ('
+        + '; '.join(problems) + '); pass a checkpoint written with this config')

@@ -1,0 +1,90 @@
+"""Distributed training on machines without a GPU (gloo backend).
+
+Two things stop mmengine 0.10.7 there: its ``init_dist`` calls
+``torch.cuda.set_device`` for the pytorch and slurm launchers, and its
+``Runner`` hands ``device_ids=[LOCAL_RANK]`` to ``DistributedDataParallel``,
+which CPU modules refuse. On top, torch's ``nn.SyncBatchNorm`` only runs on
+accelerators. :func:`init_cpu_distributed` starts the process group itself
+(the Runner then skips its own start), and :class:`CPUDistributedDataParallel`
+wraps CPU models and turns every ``nn.SyncBatchNorm`` into a synchronised batch
+norm that all-reduces its statistics over gloo (the sparse layers' batch norm
+with no mask: the sums of the whole global batch, as SyncBN computes them).
+"""
+import os
+import subprocess
+from datetime import timedelta
+
+import torch.distributed as dist
+import torch.nn as nn
+from mmengine.model import MMDistributedDataParallel
+
+from ..models.sparse import SparseBatchNormMixin, SparseMixin
+from ..models.sparse.convert import sparse_class_of
+from ..registry import MODEL_WRAPPERS
+
+
+def _slurm_environment() -> dict:
+    """RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR of a ``srun`` task, as mmengine derives them."""
+    nodes = subprocess.getoutput(
+        f'scontrol show hostname {os.environ["SLURM_NODELIST"]} | head -n1')
+    return dict(RANK=os.environ['SLURM_PROCID'],
+                WORLD_SIZE=os.environ['SLURM_NTASKS'],
+                LOCAL_RANK=os.environ.get('SLURM_LOCALID', '0'),
+                MASTER_ADDR=os.environ.get('MASTER_ADDR', nodes),
+                MASTER_PORT=os.environ.get('MASTER_PORT', '29500'))
+
+
+def init_cpu_distributed(launcher: str, backend: str = 'gloo',
+                         timeout: float = None) -> None:
+    """Start the process group for ``launcher`` ('pytorch' or 'slurm') on CPU."""
+    if dist.is_initialized():
+        return
+    if launcher == 'slurm':
+        os.environ.update(_slurm_environment())
+    elif launcher != 'pytorch':
+        raise ValueError(f'launcher {launcher!r} is not supported without a '
+                         'GPU; use --launcher pytorch (tools/dist_train.sh) '
+                         'or slurm (tools/slurm_train.sh)')
+    kwargs = {} if timeout is None else dict(timeout=timedelta(seconds=timeout))
+    dist.init_process_group(backend=backend, rank=int(os.environ['RANK']),
+                            world_size=int(os.environ['WORLD_SIZE']), **kwargs)
+
+
+def convert_sync_batchnorm_for_cpu(model: nn.Module) -> int:
+    """Make ``nn.SyncBatchNorm`` layers of ``model`` run on CPU/gloo, in place.
+
+    Parameter and buffer names are untouched. Layers that are already sparse
+    (SparK's encoder, densify and decoder norms) sync over gloo already.
+    Returns the number of layers converted.
+    """
+    converted = 0
+    for module in model.modules():
+        if isinstance(module, nn.SyncBatchNorm) and not isinstance(
+                module, SparseMixin):
+            module.__class__ = sparse_class_of(type(module), SparseBatchNormMixin)
+            converted += 1
+    return converted
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """``MMDistributedDataParallel`` for models on CPU (gloo).
+
+    ``device_ids`` is dropped (CPU modules take none) and ``nn.SyncBatchNorm``
+    layers are converted with :func:`convert_sync_batchnorm_for_cpu`. The
+    Runner looks wrappers up in mmengine's root registry, which does not see
+    ours: name it by its import path, ``spark_mm.engine.CPUDistributedDataParallel``.
+    """
+
+    def __init__(self, module: nn.Module, device_ids=None, output_device=None,
+                 **kwargs):
+        convert_sync_batchnorm_for_cpu(module)
+        super().__init__(module=module, device_ids=None, **kwargs)
+
+    def _passing_sync_batchnorm_handle(self, module):
+        # torch refuses every SyncBatchNorm in a CPU module; ours run on gloo.
+        for layer in module.modules():
+            if isinstance(layer, nn.SyncBatchNorm) and not isinstance(
+                    layer, SparseBatchNormMixin):
+                raise ValueError(f'{type(layer).__name__} cannot run on CPU; '
+                                 'convert it with convert_sync_batchnorm_for_cpu')
