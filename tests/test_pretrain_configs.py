@@ -1,0 +1,51 @@
+"""The full-size pretraining configs hold the paper's recipe and build."""
+import os
+
+import pytest
+from mmengine.config import Config
+
+from spark_mm.models.sparse import SparseMixin
+from spark_mm.registry import MODELS
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          'configs', 'spark')
+DROP_PATH = {'r50': 0.05, 'r101': 0.08, 'r152': 0.10, 'r200': 0.15,
+             'convnext_s': 0.2, 'convnext_b': 0.3, 'convnext_l': 0.4}
+
+
+def load(name):
+    return Config.fromfile(os.path.join(CONFIG_DIR, f'{name}_pretrain.py'))
+
+
+def test_r50_holds_the_official_recipe():
+    cfg = load('r50')
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.type == 'Lamb'
+    assert optimizer.lr == pytest.approx(2e-4 * 4096 / 256)
+    assert optimizer.betas == (0.9, 0.95) and optimizer.weight_decay == 0.04
+    assert cfg.optim_wrapper.clip_grad.max_norm == 5.0
+    warmup, cosine, weight_decay = cfg.param_scheduler
+    assert (warmup.type, warmup.end) == ('LinearLR', 40)
+    assert (cosine.type, cosine.begin, cosine.end) == ('CosineAnnealingLR', 40, 1600)
+    assert (weight_decay.type, weight_decay.eta_min) == ('CosineAnnealingWeightDecay', 0.2)
+    assert cfg.train_cfg.max_epochs == 1600
+    assert cfg.auto_scale_lr.base_batch_size == 4096
+    model = cfg.model
+    assert model.mask_ratio == 0.6 and model.neck.width == 768
+    assert model.backbone.norm_cfg.type == 'SyncBN'
+    crop = cfg.train_dataloader.dataset.pipeline[1]
+    assert crop.type == 'RandomResizedCrop' and crop.crop_ratio_range == (0.67, 1.0)
+    assert [t.type for t in cfg.train_dataloader.dataset.pipeline][2] == 'RandomFlip'
+    assert cfg.train_dataloader.dataset.data_root == 'data/imagenet'
+
+
+@pytest.mark.parametrize('name', list(DROP_PATH))
+def test_config_builds_a_sparse_model_with_its_drop_path(name):
+    cfg = load(name)
+    assert cfg.model.backbone.drop_path_rate == pytest.approx(DROP_PATH[name])
+    model = MODELS.build(cfg.model)
+    sparse_layers = [m for m in model.backbone.modules() if isinstance(m, SparseMixin)]
+    assert len(sparse_layers) > 50
+    assert model.total_stride == 32
+    assert len(model.densify.mask_tokens) == 4
+    assert model.neck.widths[0] == 768
