@@ -49,3 +49,21 @@ def test_config_builds_a_sparse_model_with_its_drop_path(name):
     assert model.total_stride == 32
     assert len(model.densify.mask_tokens) == 4
     assert model.neck.widths[0] == 768
+
+
+@pytest.mark.parametrize('name,check', [
+    ('zero_outing', lambda m: m.sparse is False),
+    ('no_hierarchy', lambda m: m.hierarchical is False),
+    ('pos_embed', lambda m: m.use_pos_embed is True),
+    ('loss_all_patches', lambda m: m.head.masked_only is False),
+])
+def test_ablation_configs_flip_one_switch(name, check):
+    cfg = Config.fromfile(os.path.join(CONFIG_DIR, 'ablations', f'convnext_s_{name}.py'))
+    assert check(cfg.model)
+    assert cfg.model.backbone.arch == 'small' and cfg.train_cfg.max_epochs == 1600
+
+
+def test_800_epoch_ablation_rescales_the_schedule():
+    cfg = Config.fromfile(os.path.join(CONFIG_DIR, 'ablations', 'convnext_s_800e.py'))
+    assert cfg.train_cfg.max_epochs == 800
+    assert [s.end for s in cfg.param_scheduler] == [40, 800, 800]
