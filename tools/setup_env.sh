@@ -107,7 +107,10 @@ build_mmcv_wheel() {  # $1: destination folder
     src="$BUILD_TMP/mmcv-$MMCV_VERSION"
     std="$("$PY" tools/setup_helpers.py cxx-std)"
     log "torch $("$PY" -c 'import importlib.metadata as m; print(m.version("torch"))') needs -std=$std"
-    "$PY" tools/setup_helpers.py patch-cxx "$src/setup.py" "$std"
+    # mmcv's setup.py asks for c++17 (c++14 for torch <= 1.12); only newer torch needs a change
+    if [ "$std" != "c++17" ]; then
+        "$PY" tools/setup_helpers.py patch-cxx "$src/setup.py" "$std"
+    fi
     t0=$SECONDS
     (
         cd "$src"
