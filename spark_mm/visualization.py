@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-PANEL_TITLES = ('masked input', 'prediction', 'prediction + visible', 'input')
+PANEL_TITLES = ('masked input', 'prediction', 'pred + visible', 'input')
 PAD = 4            # pixels between panels and around the grid
 HEADER = 14        # height of the title row
 BACKGROUND = 255   # white

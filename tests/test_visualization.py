@@ -35,15 +35,15 @@ STRIDE = 32
 
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
-    """Two iterations of the demo pretraining on 16 fresh demo images."""
+    """Two iterations of the demo pretraining on 8 fresh demo images."""
     root = tmp_path_factory.mktemp('demo_run')
     work_dir, data_root = root / 'work', root / 'images'
     command = [
         sys.executable, osp.join(ROOT, 'tools', 'train.py'), DEMO_CONFIG,
         '--work-dir', str(work_dir), '--cfg-options',
-        'train_cfg.max_epochs=1', 'train_dataloader.batch_size=8',
+        'train_cfg.max_epochs=1', 'train_dataloader.batch_size=4',
         f'train_dataloader.dataset.data_root={data_root}',
-        'train_dataloader.dataset.num_images=16',
+        'train_dataloader.dataset.num_images=8',
         'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
         'default_hooks.logger.interval=1', 'custom_hooks.1.interval=1']
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,

@@ -41,6 +41,11 @@ def _expand(active_b1hw: torch.Tensor, height: int, width: int) -> torch.Tensor:
             .repeat_interleave(width // grid_w, 3))
 
 
+def _magnitude(feature: torch.Tensor) -> np.ndarray:
+    """Mean absolute feature per position of the first image, (H, W)."""
+    return feature[0].abs().mean(0).float().cpu().numpy()
+
+
 def zeros_kept(features: Sequence[torch.Tensor], active_b1hw: torch.Tensor):
     """Per feature map: (fraction of masked positions exactly zero, zero map (H, W) bool)."""
     results = []
@@ -102,7 +107,9 @@ def diagnose(config: str, checkpoint: Optional[str] = None,
         rows.append(dict(stage=index + 1, stride=height // feature.shape[-2],
                          size=tuple(feature.shape[-2:]),
                          sparse=100 * sparse_frac, dense=100 * dense_frac,
-                         sparse_zero_map=sparse_map, dense_zero_map=dense_map))
+                         sparse_zero_map=sparse_map, dense_zero_map=dense_map,
+                         sparse_magnitude=_magnitude(sparse_features[index]),
+                         dense_magnitude=_magnitude(feature)))
     if out:
         masked_input = denormalize(model, inputs * pixel_mask)[0]
         plot(rows, masked_input, out,
@@ -122,12 +129,12 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def plot(rows: Sequence[dict], masked_input: np.ndarray, out: str, title: str = ''):
-    """Zero maps per stage (black = exactly zero in all channels) and a bar chart."""
+    """Feature magnitude per stage (black = exactly zero in all channels) and a bar chart."""
     columns = len(rows) + 1
     figure = plt.figure(figsize=(2.0 * columns + 3.2, 4.4), dpi=80)
     grid = figure.add_gridspec(2, columns + 2)
-    for line, (label, key) in enumerate((('dense conv', 'dense_zero_map'),
-                                         ('sparse (SparK)', 'sparse_zero_map'))):
+    for line, (label, kind) in enumerate((('dense conv', 'dense'),
+                                          ('sparse (SparK)', 'sparse'))):
         axis = figure.add_subplot(grid[line, 0])
         axis.imshow(masked_input)
         axis.set_ylabel(label)
@@ -137,25 +144,30 @@ def plot(rows: Sequence[dict], masked_input: np.ndarray, out: str, title: str = 
             axis.set_title('zero-outed input', fontsize=9)
         for index, row in enumerate(rows):
             axis = figure.add_subplot(grid[line, index + 1])
-            axis.imshow(~row[key], cmap='gray', vmin=0, vmax=1,
-                        interpolation='nearest')
+            magnitude = row[f'{kind}_magnitude']
+            # a small floor keeps non-zero positions visibly off black
+            shown = np.where(row[f'{kind}_zero_map'], 0.0,
+                             0.15 + 0.85 * magnitude / max(magnitude.max(), 1e-12))
+            axis.imshow(shown, cmap='magma', vmin=0, vmax=1, interpolation='nearest')
             axis.set_xticks([])
             axis.set_yticks([])
             if line == 0:
                 axis.set_title(f'stage {row["stage"]} (/{row["stride"]})', fontsize=9)
     bars = figure.add_subplot(grid[:, columns:])
     positions = np.arange(len(rows))
-    bars.bar(positions - 0.2, [row['sparse'] for row in rows], 0.4,
-             label='sparse (SparK)', color='tab:blue')
-    bars.bar(positions + 0.2, [row['dense'] for row in rows], 0.4,
-             label='dense conv', color='tab:orange')
+    for offset, kind, label, colour in ((-0.2, 'sparse', 'sparse (SparK)', 'tab:blue'),
+                                        (0.2, 'dense', 'dense conv', 'tab:orange')):
+        container = bars.bar(positions + offset, [row[kind] for row in rows], 0.4,
+                             label=label, color=colour)
+        bars.bar_label(container, fmt='%.0f', fontsize=7)
     bars.set_xticks(positions, [f'stage {row["stage"]}' for row in rows], fontsize=8)
     bars.set_ylim(0, 125)
     bars.set_yticks(range(0, 101, 20))
     bars.set_ylabel('% of masked positions still exactly zero')
     bars.legend(fontsize=8, loc='upper center', ncol=2)
     figure.suptitle(f'Mask pattern vanishing: {title}\n'
-                    'maps: black = exactly zero in all channels', fontsize=10)
+                    'maps: mean |feature| per position, black = exactly zero '
+                    'in all channels', fontsize=10)
     figure.tight_layout()
     figure.savefig(out)
     plt.close(figure)
