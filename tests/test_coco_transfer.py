@@ -20,6 +20,8 @@ sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
 import spark_mm  # noqa: E402,F401
 from spark_mm.datasets.synthetic_coco import make_synthetic_coco  # noqa: E402
+from spark_mm.engine.checkpoint_safety import \
+    allow_mmengine_checkpoints  # noqa: E402
 from spark_mm.engine.layer_decay import (  # noqa: E402
     ResNetLayerDecayOptimWrapperConstructor, resnet_layer_ids)
 from spark_mm.engine.precise_bn import recompute_bn_stats  # noqa: E402
@@ -373,7 +375,10 @@ def test_mismatched_and_truncated_checkpoints_are_one_line_errors(tmp_path):
 
 # -------------------------------------------------------------- the real chain
 def run_tool(args, cwd, timeout=900):
-    result = subprocess.run([sys.executable] + args, cwd=cwd,
+    # one intra-op thread: on a loaded 2-core machine, two threads per
+    # process make every small op wait (measured 4-6x slower steps)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable] + args, cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, (result.stdout[-3000:] +
                                     result.stderr[-3000:])
@@ -435,6 +440,7 @@ def test_demo_detector_is_initialised_from_the_pretrained_backbone(
     options = {'model.backbone.init_cfg.checkpoint': str(pretrained[source])}
     if source == 'checkpoint':  # the full SparK checkpoint, backbone part only
         options['model.backbone.init_cfg.prefix'] = 'backbone.'
+        allow_mmengine_checkpoints()  # as tools/train.py does
     cfg = load_config('demo_r18_synthetic_coco.py', **options)
     detector = build_detector(cfg)
     name = 'layer2.0.conv1.weight'

@@ -18,6 +18,8 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import spark_mm  # noqa: E402,F401  (registers our components)
+from spark_mm.engine.checkpoint_safety import \
+    allow_mmengine_checkpoints  # noqa: E402
 from spark_mm.utils import revert_sync_bn_in_config  # noqa: E402
 
 
@@ -68,6 +70,7 @@ def main(argv=None):
     args = parse_args(argv)
     if not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint {args.checkpoint!r} does not exist')
+    allow_mmengine_checkpoints()  # torch >= 2.6 loads with weights_only=True
     cfg = build_config(args)
     runner = Runner.from_cfg(cfg)
     if args.out is not None:
