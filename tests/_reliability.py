@@ -1,0 +1,88 @@
+"""Tiny SparK runs for the reliability tests: seconds each on 2 CPU cores.
+
+One thread per process: on a shared 2-core machine OpenMP's spinning threads
+make a small model tens of times slower than a single thread.
+"""
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+from mmengine.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py')
+
+
+def tiny_options(data_root: str, epochs: int = 2, images: int = 16,
+                 batch: int = 4) -> dict:
+    """``--cfg-options`` that shrink the demo to a few 64 px iterations."""
+    return {
+        'train_cfg.max_epochs': epochs,
+        'train_dataloader.dataset.data_root': data_root,
+        'train_dataloader.dataset.num_images': images,
+        'train_dataloader.batch_size': batch,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+        'train_dataloader.dataset.pipeline.1.scale': 64,
+        'model.input_size': 64,
+        'model.backbone.base_channels': 8,
+        'model.backbone.stem_channels': 8,
+        'model.neck.width': 32,
+        'default_hooks.logger.interval': 1,
+        'default_hooks.checkpoint.interval': 1,
+        'default_hooks.checkpoint.max_keep_ckpts': -1,
+        'custom_hooks': [],
+        'log_level': 'WARNING',
+    }
+
+
+def as_cli(options: dict) -> list:
+    def value(v):
+        return '[]' if v == [] else str(v)
+    return ['--cfg-options'] + [f'{k}={value(v)}' for k, v in options.items()]
+
+
+def tiny_cfg(work_dir: str, data_root: str, **options) -> Config:
+    """The config tools/train.py would run single-process, built in-process."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    try:
+        import train as train_tool
+    finally:
+        sys.path.pop(0)
+    argv = [DEMO_CONFIG, '--work-dir', work_dir] + as_cli(tiny_options(data_root))
+    old_argv = sys.argv
+    sys.argv = ['train.py'] + argv
+    try:
+        cfg = train_tool.build_config(train_tool.parse_args())
+    finally:
+        sys.argv = old_argv
+    cfg.merge_from_dict(options)
+    cfg.experiment_name = f'test_{uuid.uuid4().hex[:8]}'  # own MessageHub
+    return cfg
+
+
+def run_train_tool(args, timeout=300, **popen_kwargs):
+    """tools/train.py (or a launcher script) as a subprocess, one thread each."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+               PYTHONWARNINGS='ignore')
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, **popen_kwargs)
+
+
+@pytest.fixture(scope='session')
+def demo_data(tmp_path_factory):
+    from spark_mm.datasets import make_demo_images
+    root = str(tmp_path_factory.mktemp('reliability_data') / 'images')
+    make_demo_images(root, num_images=16, image_size=(80, 80), seed=0)
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,211 @@
+"""Distributed SparK on CPU: 2 real gloo processes against one process.
+
+- Sparse SyncBN: output, running statistics and input gradients of two ranks
+  holding different numbers of visible positions equal those of sparse BN in
+  one process on the concatenated batch (the statistics of the global batch,
+  not the average of per-rank statistics).
+- One training step of SparK (DDP through CPUDistributedDataParallel, SyncBN
+  in backbone, densify and decoder, the same masks): the same loss, updated
+  weights and running statistics as one process on the global batch.
+- tools/dist_train.sh runs the demo config with 2 CPU processes.
+"""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+from mmengine.optim import OptimWrapper
+from mmpretrain.structures import DataSample
+
+from spark_mm.engine.checkpoint_safety import load_checkpoint_safely
+from spark_mm.models.mask_generator import RandomPatchMasker
+from spark_mm.models.sparse import SparseContext, sparsify
+from spark_mm.registry import MODELS
+
+from _reliability import (DEMO_CONFIG, as_cli, demo_data,  # noqa: F401
+                          run_train_tool, tiny_options)
+
+WORLD = 2
+BN_SPLIT = (3, 2)  # samples per rank: different visible counts per rank
+SPARK_BATCH = 2    # per rank; the same on both, as DDP averages rank losses
+
+
+# ---- data every process derives itself --------------------------------------
+def bn_data():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(sum(BN_SPLIT), 6, 8, 8, generator=gen) * 3 + 1
+    active = torch.rand(sum(BN_SPLIT), 1, 4, 4, generator=gen) < 0.4
+    active[:, :, 0, 0] = True  # at least one visible position per sample
+    grad_out = torch.randn(x.shape, generator=gen)
+    weight = torch.rand(6, generator=gen) + 0.5
+    bias = torch.randn(6, generator=gen)
+    return x, active, grad_out, weight, bias
+
+
+def spark_data():
+    gen = torch.Generator().manual_seed(11)
+    images = torch.randint(0, 256, (WORLD * SPARK_BATCH, 3, 64, 64),
+                           generator=gen, dtype=torch.uint8)
+    scores = torch.rand(WORLD * SPARK_BATCH, 4, generator=gen)
+    keep = scores.argsort(dim=1)[:, :2]  # 2 of 4 patches visible (ratio 0.5)
+    active = torch.zeros(WORLD * SPARK_BATCH, 4, dtype=torch.bool)
+    active.scatter_(1, keep, True)
+    return images, active.view(-1, 1, 2, 2)
+
+
+class PresetMasks(RandomPatchMasker):
+    """The masks the test chose, instead of random ones."""
+
+    def __init__(self, active_b1hw):
+        super().__init__(mask_ratio=0.5)
+        self.active_b1hw = active_b1hw
+
+    def __call__(self, batch_size, grid_h, grid_w, device=None):
+        assert self.active_b1hw.shape == (batch_size, 1, grid_h, grid_w)
+        return self.active_b1hw.to(device)
+
+
+def sparse_bn(sync: bool):
+    bn = nn.SyncBatchNorm(6) if sync else nn.BatchNorm2d(6)
+    _, _, _, weight, bias = bn_data()
+    with torch.no_grad():
+        bn.weight.copy_(weight)
+        bn.bias.copy_(bias)
+    context = SparseContext()
+    sparsify(bn, context, name='bn')
+    return bn, context
+
+
+def run_bn(bn, context, x, active, grad_out, steps=2):
+    """Two training forwards (running stats move twice), one backward."""
+    x = x.clone().requires_grad_(True)
+    for _ in range(steps):
+        with context.masked(active):
+            out = bn(x * context.mask_like(x))
+    (out * grad_out).sum().backward()
+    return dict(out=out.detach(), x_grad=x.grad, running_mean=bn.running_mean,
+                running_var=bn.running_var, weight_grad=bn.weight.grad,
+                bias_grad=bn.bias.grad)
+
+
+def build_spark():
+    torch.manual_seed(0)
+    sync_bn = dict(type='SyncBN')
+    return MODELS.build(dict(
+        type='SparK',
+        backbone=dict(type='ResNet', depth=18, base_channels=8,
+                      stem_channels=8, out_indices=(0, 1, 2, 3),
+                      norm_cfg=sync_bn),
+        neck=dict(type='LightUNetDecoder', width=32, norm_cfg=sync_bn),
+        densify_norm_cfg=sync_bn,
+        input_size=64,
+        mask_ratio=0.5,
+        data_preprocessor=dict(type='SelfSupDataPreprocessor',
+                               mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], to_rgb=True)))
+
+
+def spark_step(model, images, active):
+    module = getattr(model, 'module', model)  # DDP or not
+    module.mask_generator = PresetMasks(active)
+    optim_wrapper = OptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9))
+    data = dict(inputs=images, data_samples=[DataSample() for _ in images])
+    log_vars = model.train_step(data, optim_wrapper)
+    state = {key: value.detach().clone()
+             for key, value in module.state_dict().items()}
+    return float(log_vars['loss'].detach()), state
+
+
+# ---- the two gloo processes ---------------------------------------------------
+def _worker(rank, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous',
+                            rank=rank, world_size=WORLD)
+    import spark_mm  # noqa: F401  (registers, as in a real run)
+    from spark_mm.engine.distributed import CPUDistributedDataParallel
+
+    x, active, grad_out, _, _ = bn_data()
+    start = sum(BN_SPLIT[:rank])
+    part = slice(start, start + BN_SPLIT[rank])
+    bn, context = sparse_bn(sync=True)
+    bn_result = run_bn(bn, context, x[part], active[part], grad_out[part])
+
+    images, masks = spark_data()
+    part = slice(rank * SPARK_BATCH, (rank + 1) * SPARK_BATCH)
+    model = CPUDistributedDataParallel(module=build_spark(),
+                                       broadcast_buffers=False)
+    loss, state = spark_step(model, images[part], masks[part])
+    torch.save(dict(bn=bn_result, loss=loss, state=state),
+               os.path.join(out_dir, f'rank{rank}.pt'))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope='module')
+def ranks(tmp_path_factory):
+    out_dir = str(tmp_path_factory.mktemp('gloo'))
+    mp.start_processes(_worker, args=(out_dir,), nprocs=WORLD,
+                       start_method='spawn', join=True)
+    return [torch.load(os.path.join(out_dir, f'rank{rank}.pt'))
+            for rank in range(WORLD)]
+
+
+def test_sparse_sync_bn_equals_single_process_on_global_batch(ranks):
+    x, active, grad_out, _, _ = bn_data()
+    assert int(active[:3].sum()) != int(active[3:].sum())
+    bn, context = sparse_bn(sync=False)
+    single = run_bn(bn, context, x, active, grad_out)
+    both = [rank['bn'] for rank in ranks]
+    close = dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([r['out'] for r in both]),
+                               single['out'], **close)
+    torch.testing.assert_close(torch.cat([r['x_grad'] for r in both]),
+                               single['x_grad'], **close)
+    for rank in both:
+        torch.testing.assert_close(rank['running_mean'], single['running_mean'],
+                                   **close)
+        torch.testing.assert_close(rank['running_var'], single['running_var'],
+                                   **close)
+    torch.testing.assert_close(both[0]['weight_grad'] + both[1]['weight_grad'],
+                               single['weight_grad'], **close)
+
+
+def test_ddp_spark_step_equals_single_process_step(ranks):
+    images, masks = spark_data()
+    loss, state = spark_step(build_spark(), images, masks)
+    assert abs((ranks[0]['loss'] + ranks[1]['loss']) / 2 - loss) < 1e-5 * loss
+    initial = build_spark().state_dict()
+    for rank in ranks:
+        assert rank['state'].keys() == state.keys()
+        for key, value in state.items():
+            if 'running' in key or not value.is_floating_point():
+                torch.testing.assert_close(rank['state'][key], value,
+                                           rtol=1e-4, atol=1e-6, msg=key)
+                continue
+            # one SGD step: the update is lr * gradient; float32 reductions in
+            # another order (per rank, then all-reduced) leave ~1e-4 of it
+            update = value - initial[key]
+            error = (rank['state'][key] - value).abs().max()
+            assert error <= 2e-3 * update.abs().max() + 1e-7, (
+                f'{key}: {error:.3g} off an update of {update.abs().max():.3g}')
+    moved = [key for key in state if state[key].is_floating_point()
+             and not torch.equal(state[key], initial[key])]
+    assert any(k.startswith('backbone.') and 'running_mean' in k for k in moved)
+    assert any(k.startswith('neck.') and 'running_var' in k for k in moved)
+    assert any(k.startswith('densify.norms') for k in moved)
+
+
+def test_dist_train_sh_runs_two_cpu_processes(tmp_path, demo_data):  # noqa: F811
+    work_dir = str(tmp_path / 'work')
+    options = tiny_options(demo_data, epochs=1, images=16, batch=4)
+    result = run_train_tool(
+        ['bash', 'tools/dist_train.sh', DEMO_CONFIG, '2', '--work-dir',
+         work_dir] + as_cli(options),
+        timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.isfile(os.path.join(work_dir, 'epoch_1.pth'))
+    # 16 images, 2 ranks x 4 per step: 2 iterations, not 4
+    checkpoint = load_checkpoint_safely(os.path.join(work_dir, 'epoch_1.pth'))
+    assert checkpoint['meta']['iter'] == 2
