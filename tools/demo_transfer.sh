@@ -46,4 +46,4 @@ echo "== 4/4 COCO evaluation (pycocotools) of the fine-tuned detector"
 "$PYTHON" tools/test.py configs/mask_rcnn/demo_r18_synthetic_coco.py \
     "$WORK/maskrcnn/iter_${FINETUNE_ITERS}.pth" --work-dir "$WORK/test" \
     --cfg-options "${DATA_OPTS[@]}" 2>&1 | tee "$WORK/test.log"
-grep -E "^metrics: " "$WORK/test.log" | tr ',' '\n' | grep -E "(bbox|segm)_mAP(=|_50=)"
+grep -E "^metrics: " "$WORK/test.log" | sed "s/^metrics: //" | tr "," "\n" | sed "s/^ *//" | grep -E "(bbox|segm)_mAP(_50)?="
