@@ -209,3 +209,58 @@ def test_dist_train_sh_runs_two_cpu_processes(tmp_path, demo_data):  # noqa: F81
     # 16 images, 2 ranks x 4 per step: 2 iterations, not 4
     checkpoint = load_checkpoint_safely(os.path.join(work_dir, 'epoch_1.pth'))
     assert checkpoint['meta']['iter'] == 2
+
+
+DETECTION_SYNCBN = '''
+_base_ = {base!r}
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_root = {data_root!r}
+model = dict(
+    backbone=dict(norm_cfg=norm_cfg, init_cfg=None),
+    neck=dict(norm_cfg=norm_cfg),
+    roi_head=dict(bbox_head=dict(norm_cfg=norm_cfg),
+                  mask_head=dict(norm_cfg=norm_cfg)))
+train_cfg = dict(max_iters=2, val_interval=1000)
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+custom_hooks = []
+'''
+
+
+def test_dist_train_sh_mask_rcnn_with_dense_syncbn_on_cpu(tmp_path):
+    """mmdet's dense SyncBN (backbone, FPN, heads): torch refuses it on CPU;
+    CPUDistributedDataParallel turns it into the gloo-capable SyncBN."""
+    from spark_mm.datasets.synthetic_coco import make_synthetic_coco
+    data_root = str(tmp_path / 'coco') + '/'
+    make_synthetic_coco(data_root, num_train=8, num_val=4, image_size=(96, 128))
+    config = tmp_path / 'mask_rcnn_syncbn.py'
+    config.write_text(DETECTION_SYNCBN.format(
+        base=os.path.join(os.path.dirname(DEMO_CONFIG), '..', 'mask_rcnn',
+                          'demo_r18_synthetic_coco.py'),
+        data_root=data_root))
+    work_dir = str(tmp_path / 'work')
+    result = run_train_tool(['bash', 'tools/dist_train.sh', str(config), '2',
+                             '--work-dir', work_dir], timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = load_checkpoint_safely(os.path.join(work_dir, 'iter_2.pth'))
+    assert checkpoint['meta']['iter'] == 2
+    assert "type='SyncBN'" in checkpoint['meta']['cfg']
+
+
+def test_cpu_syncbn_conversion_keeps_names_and_single_process_bn():
+    from spark_mm.engine.distributed import convert_sync_batchnorm_for_cpu
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    synced = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4))
+    synced.load_state_dict(dense.state_dict())
+    names = list(synced.state_dict())
+    assert convert_sync_batchnorm_for_cpu(synced) == 1
+    assert list(synced.state_dict()) == names
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(synced(x), dense(x))  # no process group: BN
+    torch.testing.assert_close(synced[1].running_mean, dense[1].running_mean)
