@@ -5,7 +5,8 @@ everything else (ResNet, ImageNet, Lamb, ...) in mmpretrain, its parent.
 ``type='SparK'`` therefore means our SparK, while mmpretrain's own stays
 reachable as ``type='mmpretrain.SparK'`` (the benchmark compares the two).
 Backbones of other packages are reachable with their scope prefix, e.g.
-``type='mmdet.ResNet'``.
+``type='mmdet.ResNet'``, and our components from any other scope (an mmdet
+config) as ``type='spark_mm.<Name>'``.
 """
 from mmengine.registry import Registry
 from mmpretrain import registry as mmpretrain_registry
@@ -17,11 +18,17 @@ register_all_modules(init_default_scope=False)
 
 
 def _child(parent: Registry, location: str = None) -> Registry:
-    return Registry(
+    registry = Registry(
         parent.name,
         parent=parent,
         scope='spark_mm',
         locations=[location] if location else [])
+    # mmengine resolves a scoped key ('spark_mm.X') from another package's
+    # registry only among the root registry's direct children, so list ours
+    # there too; lookups of unscoped keys still fall back to mmpretrain.
+    root = registry._get_root_registry()
+    root._children.setdefault(registry.scope, registry)
+    return registry
 
 
 MODELS = _child(mmpretrain_registry.MODELS, 'spark_mm.models')

@@ -3,13 +3,8 @@
 # Batch 16 = 8 GPUs x 2 images:  bash tools/dist_train.sh <this config> 8
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 # spark_mm registers its ResNet layer-decay constructor and precise-BN hook in
-# mmdet's registries and makes its own components reachable as spark_mm.<Name>
-# from mmdet's scope (modules named explicitly, independent of the package's
-# __init__).
-custom_imports = dict(
-    imports=['spark_mm', 'spark_mm.engine.layer_decay',
-             'spark_mm.engine.precise_bn', 'spark_mm.engine.mmdet_scope'],
-    allow_failed_imports=False)
+# mmdet's registries; its own components are reachable as spark_mm.<Name>.
+custom_imports = dict(imports=['spark_mm'], allow_failed_imports=False)
 
 # SparK weights. Either the backbone-only file (written at the end of
 # pretraining as <work_dir>/backbone.pth, or by tools/export_backbone.py as

@@ -25,8 +25,17 @@ def _holds_an_image(root: str) -> bool:
     return False
 
 
-def check_data_roots(cfg, demo_config: str = 'configs/spark/demo_r18.py'):
+DEMO_HINTS = {
+    'mmdet': ('configs/mask_rcnn/demo_r18_synthetic_coco.py on generated data '
+              '(python tools/make_synthetic_coco.py --out data/synthetic_coco)'),
+}
+DEFAULT_DEMO_HINT = 'configs/spark/demo_r18.py, which needs no data'
+
+
+def check_data_roots(cfg, demo_config: str = None):
     """Raise FileNotFoundError naming the missing data root and what to do."""
+    demo_config = demo_config or DEMO_HINTS.get(cfg.get('default_scope'),
+                                                DEFAULT_DEMO_HINT)
     for loader_key, dataset in _datasets_in(cfg):
         if str(dataset.get('type', '')).split('.')[-1] in SELF_MADE_DATASETS:
             continue
@@ -38,10 +47,10 @@ def check_data_roots(cfg, demo_config: str = 'configs/spark/demo_r18.py'):
             raise FileNotFoundError(
                 f'{loader_key}: dataset root {data_root!r} does not exist; put '
                 f'the data there ({layout}) or point data_root at it with '
-                f'--cfg-options, or run {demo_config}, which needs no data')
+                f'--cfg-options, or run {demo_config}')
         if data_root and not _holds_an_image(data_root):
             raise FileNotFoundError(
                 f'{loader_key}: dataset root {data_root!r} exists but holds no '
                 f'images ({", ".join(IMG_EXTENSIONS)}); copy or link the images '
                 f'there, fix data_root with --cfg-options, or run '
-                f'{demo_config}, which needs no data')
+                f'{demo_config}')
