@@ -49,6 +49,9 @@ class SparK(BaseSelfSupervisor):
         densify_norm_cfg: norm over visible features before densifying.
         input_size: training (h, w); sets the position embedding grid.
         in_channels: image channels.
+        channels_last: keep weights and activations in channels_last memory
+            format (faster convolutions on CPU and tensor cores; part of the
+            fast path, see README "Speed"). Results are the same.
     """
 
     def __init__(self,
@@ -64,6 +67,7 @@ class SparK(BaseSelfSupervisor):
                  densify_norm_cfg: dict = dict(type='BN'),
                  input_size: Union[int, Sequence[int]] = 224,
                  in_channels: int = 3,
+                 channels_last: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         backbone = _build(backbone)
@@ -106,6 +110,9 @@ class SparK(BaseSelfSupervisor):
         self.densify = Densifier(encoder_widths, decoder_widths,
                                  self.sparse_context, densify_norm_cfg,
                                  pos_embed_grids)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def _check_strides(self, coarsest_first):
         strides = [info.stride for info in coarsest_first]
@@ -147,6 +154,8 @@ class SparK(BaseSelfSupervisor):
     def reconstruct(self, images_bchw: torch.Tensor,
                     active_b1hw: torch.Tensor) -> torch.Tensor:
         """Decoder output (B, C, H, W) for ``images_bchw`` seen through the mask."""
+        if self.channels_last:
+            images_bchw = images_bchw.contiguous(memory_format=torch.channels_last)
         with self.sparse_context.masked(active_b1hw):
             features = self.encode(images_bchw, active_b1hw)
             dense = self.densify(features, active_b1hw)

@@ -70,6 +70,18 @@ class SparseContext:
             self._expanded[key] = mask
         return self._expanded[key]
 
+    def visible_index(self, height: int, width: int) -> Tuple[torch.Tensor, ...]:
+        """(batch, row, column) indices of the visible positions at ``height x width``.
+
+        Layers that compute on visible positions only gather them with these
+        (``x.permute(0, 2, 3, 1)[index]`` is (n, C)) and scatter back.
+        """
+        key = ('index', height, width)
+        if key not in self._expanded:
+            self._expanded[key] = self.mask_bool(height, width)[:, 0].nonzero(
+                as_tuple=True)
+        return self._expanded[key]
+
     def visible_count(self, height: int, width: int) -> torch.Tensor:
         """Number of visible positions at ``height x width`` (a 0-dim tensor)."""
         key = ('count', height, width)

@@ -12,7 +12,8 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from .context import SparseContext
-from .layers import SparseBatchNormMixin, SparseMixin, SparseRemaskMixin
+from .layers import (SparseBatchNormMixin, SparseMixin,
+                     SparsePointwiseBlockMixin, SparseRemaskMixin)
 
 # Layers that compute across spatial positions in a way masking cannot fix.
 UNSUPPORTED_TYPES = (
@@ -61,7 +62,18 @@ def _conversion_for(module: nn.Module) -> Optional[Tuple[type, bool]]:
         return SparseRemaskMixin, True
     if type(module).__name__ == 'GRN':
         return SparseRemaskMixin, False
+    if _is_mmpretrain_convnext_block(module):
+        return SparsePointwiseBlockMixin, False
     return None
+
+
+def _is_mmpretrain_convnext_block(module: nn.Module) -> bool:
+    """mmpretrain's ConvNeXtBlock: its pointwise part can run on visible rows."""
+    return (type(module).__name__ == 'ConvNeXtBlock'
+            and type(module).__module__.startswith('mmpretrain.')
+            and all(hasattr(module, name) for name in (
+                'depthwise_conv', 'norm', 'pointwise_conv1', 'act',
+                'pointwise_conv2', 'gamma', 'grn', 'linear_pw_conv', 'with_cp')))
 
 
 def _is_unsupported(module: nn.Module) -> bool:

@@ -10,6 +10,8 @@ Semantics (submanifold sparse operators, simulated on dense tensors):
   masked positions stay exactly zero. Their inputs are zero at masked
   positions already, so visible outputs never see masked pixels.
 - batch norm (and SyncBN): statistics over visible positions only.
+- ConvNeXt blocks (mmpretrain's): the same results, but the norm and the
+  pointwise MLP run on the visible positions only (gathered once per block).
 """
 import torch
 import torch.distributed as dist
@@ -57,6 +59,45 @@ class SparseRemaskMixin(SparseMixin):
         return data_format in ('channel_last', 'channels_last')
 
 
+class SparsePointwiseBlockMixin(SparseMixin):
+    """mmpretrain's ``ConvNeXtBlock`` with its pointwise part on visible rows.
+
+    Depthwise conv (sparse, re-masked), then the visible positions are
+    gathered into (n, C) rows once; layer norm, both pointwise ``Linear``
+    layers, the activation and layer scale run on those rows only (60% less
+    work at the default mask ratio) and are scattered back into zeros. This
+    is what the dense block does at visible positions, and its masked
+    positions are zero either way. Blocks this does not cover (1x1 conv
+    pointwise layers, GRN) use the dense block with its re-masked layers.
+    """
+
+    def forward(self, x):
+        if not (self.sparse_active and self.linear_pw_conv and self.grn is None):
+            return super().forward(x)
+        if self.with_cp and x.requires_grad:
+            return torch.utils.checkpoint.checkpoint(
+                self._sparse_forward, x, use_reentrant=False)
+        return self._sparse_forward(x)
+
+    def _sparse_forward(self, x):
+        shortcut = x
+        x = self.depthwise_conv(x)
+        index = self.sparse_context.visible_index(*x.shape[-2:])
+        rows = x.permute(0, 2, 3, 1)[index]  # (n, C)
+        norm = self.norm
+        rows = F.layer_norm(rows, norm.normalized_shape, norm.weight, norm.bias,
+                            norm.eps)
+        # The sparse Linear layers expect 4-d maps: call their dense maths.
+        fc1, fc2 = self.pointwise_conv1, self.pointwise_conv2
+        rows = self.act(F.linear(rows, fc1.weight, fc1.bias))
+        rows = F.linear(rows, fc2.weight, fc2.bias)
+        if self.gamma is not None:
+            rows = rows * self.gamma
+        out = torch.zeros_like(shortcut, dtype=rows.dtype)
+        out.permute(0, 2, 3, 1).index_put_(index, rows)
+        return shortcut + self.drop_path(out)
+
+
 class SparseBatchNormMixin(SparseMixin):
     """Batch norm whose batch statistics cover the visible positions only.
 
@@ -82,6 +123,8 @@ class SparseBatchNormMixin(SparseMixin):
         else:
             return self._dense_forward(x)
         out = masked_batch_norm(self, x, mask, count, group)
+        if not self._has_post_norm():
+            return out  # masked already
         out = self._post_norm(out)
         return out * mask if mask is not None else out
 
@@ -93,8 +136,11 @@ class SparseBatchNormMixin(SparseMixin):
             return self._post_norm(out)
         return super().forward(x)
 
+    def _has_post_norm(self) -> bool:
+        return hasattr(self, 'act') and hasattr(self, 'drop')  # timm BatchNormAct2d
+
     def _post_norm(self, out):
-        if hasattr(self, 'act') and hasattr(self, 'drop'):  # timm BatchNormAct2d
+        if self._has_post_norm():
             out = self.act(self.drop(out))
         return out
 
@@ -112,30 +158,116 @@ def masked_batch_norm(bn, x, mask, count, group=None):
 
     ``mask`` (B, 1, H, W) 0/1 or None (all positions); ``count`` the number of
     those positions on this rank; ``group`` a process group to all-reduce over.
+    The output is zero where ``mask`` is 0.
     """
     use_batch_stats = bn.training or not bn.track_running_stats
     if not use_batch_stats:
-        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
-                            bn.bias, False, 0.0, bn.eps)
-    x_visible = x * mask if mask is not None else x
-    sums = torch.cat([
-        x_visible.sum(dim=(0, 2, 3), dtype=torch.float32),
-        (x_visible * x_visible).sum(dim=(0, 2, 3), dtype=torch.float32),
-        count.to(torch.float32).reshape(1),
-    ])
-    if group is not None:
-        sums = torch.distributed.nn.functional.all_reduce(sums, group=group)
-    channels = x.shape[1]
-    total = sums[-1]
-    mean = sums[:channels] / total
-    var = (sums[channels:2 * channels] / total - mean * mean).clamp_min(0)
+        out = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
+                           bn.bias, False, 0.0, bn.eps)
+        return out * mask if mask is not None else out
+    out, mean, var, total = _MaskedBatchNorm.apply(
+        x, mask, count, bn.weight, bn.bias, bn.eps, group)
     if bn.training and bn.track_running_stats:
-        _update_running_stats(bn, mean.detach(), var.detach(), total.detach())
-    invstd = torch.rsqrt(var + bn.eps)
-    scale = invstd if bn.weight is None else bn.weight * invstd
-    shift = -mean * scale if bn.bias is None else bn.bias - mean * scale
-    return (x * scale.to(x.dtype).view(1, -1, 1, 1)
-            + shift.to(x.dtype).view(1, -1, 1, 1))
+        _update_running_stats(bn, mean, var, total)
+    return out
+
+
+class _MaskedBatchNorm(torch.autograd.Function):
+    """Batch norm over visible positions, with a fused backward.
+
+    Autograd through the masked reductions would keep about ten full-size
+    tensors per layer and run as many elementwise passes; this keeps one
+    (the masked input) and calls torch's native kernels: statistics by
+    ``batch_norm_update_stats``, normalization and the backward reductions by
+    eval-mode batch norm, plus the terms that eval mode leaves out.
+
+    Masked positions of ``x`` are ignored: the statistics see ``x * mask`` and
+    ``count`` visible positions, and their gradient is zero.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mask, count, weight, bias, eps, group):
+        with torch.autocast(x.device.type, enabled=False):
+            x_visible = x * mask if mask is not None else x
+            # Moments over all B*H*W positions, masked ones being zero ...
+            mean_all, var_all = _channel_moments(x_visible)
+            positions = x.numel() // x.shape[1]
+            sums = torch.cat([mean_all.float() * positions,
+                              (var_all.float() + mean_all.float().square())
+                              * positions,
+                              count.to(torch.float32).reshape(1)])
+            if group is not None:
+                dist.all_reduce(sums, group=group)
+            # ... give those over the visible ones (of all ranks).
+            channels = x.shape[1]
+            total = sums[-1]
+            mean = sums[:channels] / total
+            var = (sums[channels:2 * channels] / total - mean.square()).clamp_min(0)
+            out = F.batch_norm(x_visible, mean, var, weight, bias, False, 0.0, eps)
+            if mask is not None:
+                out.mul_(mask)
+        ctx.save_for_backward(x_visible, mask, weight, mean, var, total)
+        ctx.eps, ctx.group = eps, group
+        ctx.mark_non_differentiable(mean, var, total)
+        return out, mean, var, total
+
+    @staticmethod
+    def backward(ctx, grad_out, *_):
+        x_visible, mask, weight, mean, var, total = ctx.saved_tensors
+        with torch.autocast(grad_out.device.type, enabled=False):
+            if mask is not None:
+                grad_out = grad_out * mask
+            grad_out = grad_out.contiguous(memory_format=_memory_format(x_visible))
+            # Eval-mode backward: dx = w * invstd * dy, and the two channel
+            # sums sum(dy) and sum(dy * x_hat), all in one native kernel.
+            grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+                grad_out, x_visible, weight, mean, var, None, None, False, ctx.eps,
+                [True, True, True])
+            sums = torch.cat([grad_bias.float(), grad_weight.float()])
+            if ctx.group is not None:
+                sums = sums.clone()
+                dist.all_reduce(sums, group=ctx.group)
+            channels = x_visible.shape[1]
+            sum_dy, sum_dy_xhat = sums[:channels], sums[channels:]
+            # Training-mode terms: the gradient through the mean and variance,
+            # -w * invstd / n * (sum(dy) + x_hat * sum(dy * x_hat)), visible only.
+            invstd = torch.rsqrt(var + ctx.eps)
+            scale = invstd / total if weight is None else weight * invstd / total
+            coef_x = (scale * invstd * sum_dy_xhat).to(grad_x.dtype).view(1, -1, 1, 1)
+            coef_1 = (scale * (sum_dy - invstd * mean * sum_dy_xhat)).to(
+                grad_x.dtype).view(1, -1, 1, 1)
+            grad_x.addcmul_(x_visible, coef_x, value=-1)
+            if mask is not None:
+                grad_x.addcmul_(mask, coef_1, value=-1)
+            else:
+                grad_x.sub_(coef_1)
+        needs = ctx.needs_input_grad
+        return (grad_x, None, None, grad_weight if needs[3] else None,
+                grad_bias if needs[4] else None, None, None)
+
+
+def _channel_moments(x):
+    """Per-channel mean and biased variance of (B, C, H, W) ``x``, accurately.
+
+    torch's fused batch-norm statistics are fast for NCHW, but for
+    channels_last they sum rows naively (1e-6 relative errors at 56x56, which
+    the SparK gradient at initialization amplifies a thousandfold); a
+    ``var_mean`` over the (B*H*W, C) view is accurate and as fast there.
+    """
+    if x.is_contiguous():
+        return torch.batch_norm_update_stats(x, None, None, 0.0)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        var, mean = torch.var_mean(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]),
+                                   dim=0, correction=0)
+    else:
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    return mean, var
+
+
+def _memory_format(x):
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 @torch.no_grad()

@@ -1,0 +1,251 @@
+"""The fast path computes what the straightforward masked computation computes.
+
+The reference here is written the obvious way, independently of
+spark_mm.models.sparse: the dense layers of a copy of the model, every conv /
+pooling / linear / layer norm output multiplied by the mask (expanded with
+repeat_interleave at each layer), and batch norm on the visible positions
+gathered by boolean indexing and scattered back into zeros. The fast path
+(fused sparse BN, ConvNeXt pointwise layers on visible rows only, cached
+masks, channels_last) must give the same loss (1e-4 relative, fp32) and
+gradients; bf16 autocast must run and stay close.
+"""
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spark_mm.models.sparse import SparseMixin
+from spark_mm.registry import MODELS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONVNEXT = dict(depths=[1, 1, 1, 1], channels=[16, 32, 64, 128])
+
+
+def build(backbone: str, channels_last: bool = False):
+    torch.manual_seed(0)
+    if backbone == 'resnet':
+        backbone_cfg = dict(type='ResNet', depth=18, base_channels=8,
+                            stem_channels=8, out_indices=(0, 1, 2, 3))
+        densify_norm = dict(type='BN')
+    else:
+        backbone_cfg = dict(type='ConvNeXt', arch=TINY_CONVNEXT,
+                            out_indices=(0, 1, 2, 3), gap_before_final_norm=False,
+                            layer_scale_init_value=0.5)
+        densify_norm = dict(type='LN2d', eps=1e-6)
+    model = MODELS.build(dict(
+        type='SparK', backbone=backbone_cfg,
+        neck=dict(type='LightUNetDecoder', width=64),
+        densify_norm_cfg=densify_norm, input_size=64, mask_ratio=0.6,
+        channels_last=channels_last))
+    model.init_weights()
+    # Non-trivial affine parameters, so that every term of the norms matters.
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.3)
+    return model.train()
+
+
+def inputs(batch=4, size=64):
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randn(batch, 3, size, size, generator=gen)
+    scores = torch.rand(batch, (size // 32) ** 2, generator=gen)
+    keep = scores.argsort(dim=1)[:, :2]
+    active = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, keep, True)
+    return images, active.view(batch, 1, size // 32, size // 32)
+
+
+# ---- the straightforward reference ------------------------------------------
+def expand(active_b1hw, height, width):
+    return (active_b1hw.repeat_interleave(height // active_b1hw.shape[2], 2)
+            .repeat_interleave(width // active_b1hw.shape[3], 3))
+
+
+def reference_bn(bn, x, active_b1hw):
+    visible = expand(active_b1hw, *x.shape[-2:])[:, 0]  # (B, H, W)
+    x_bhwc = x.permute(0, 2, 3, 1)
+    rows = F.batch_norm(x_bhwc[visible], bn.running_mean, bn.running_var,
+                        bn.weight, bn.bias, True, 0.1, bn.eps)
+    out = torch.zeros_like(x_bhwc)
+    out[visible] = rows
+    return out.permute(0, 3, 1, 2)
+
+
+def remask_hook(channels_last_output):
+    def hook(module, args, kwargs, out):
+        data_format = kwargs.get('data_format', args[1] if len(args) > 1 else None)
+        last = (data_format in ('channel_last', 'channels_last')
+                if data_format is not None else channels_last_output)
+        height, width = out.shape[1:3] if last else out.shape[2:]
+        mask = expand(module.reference_active, height, width).to(out.dtype)
+        return out * (mask.permute(0, 2, 3, 1) if last else mask)
+    return hook
+
+
+def make_reference(model):
+    """A copy of ``model`` whose sparse layers are dense layers + the hooks above."""
+    ref = copy.deepcopy(model)
+    for module in ref.modules():
+        if not isinstance(module, SparseMixin):
+            continue
+        dense_class = next(base for base in type(module).__mro__[1:]
+                           if not issubclass(base, SparseMixin))
+        masked = module.sparse_context is ref.sparse_context  # not the decoder's
+        module.__class__ = dense_class
+        if not masked:
+            continue
+        if isinstance(module, nn.BatchNorm2d):
+            module.forward = (lambda m: lambda x: reference_bn(
+                m, x, m.reference_active))(module)
+        elif isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d,
+                                 nn.LayerNorm, nn.Linear)):
+            last = isinstance(module, nn.Linear) or (
+                isinstance(module, nn.LayerNorm)
+                and not type(module).__name__.endswith('2d'))
+            module.register_forward_hook(remask_hook(last), with_kwargs=True)
+    return ref
+
+
+def reference_pred(ref, images, active):
+    for module in ref.modules():
+        module.reference_active = active
+    masked = images * expand(active, *images.shape[-2:]).to(images.dtype)
+    features = sorted(ref.backbone(masked), key=lambda f: f.shape[-1])
+    dense = []
+    for scale, feature in enumerate(features):
+        feature = ref.densify.norms[scale](feature)
+        visible = expand(active, *feature.shape[-2:])
+        feature = torch.where(visible, feature, ref.densify.mask_tokens[scale])
+        dense.append(ref.densify.projections[scale](feature))
+    return ref.neck(dense)
+
+
+def fast_pred(model, images, active, dtype=None):
+    with torch.autocast('cpu', dtype=dtype or torch.bfloat16,
+                        enabled=dtype is not None):
+        return model.reconstruct(images, active)
+
+
+def loss_of(model, pred, images, active):
+    return model.head.loss(pred, images, active)
+
+
+def grads(model):
+    return {name: p.grad.clone() for name, p in model.named_parameters()
+            if p.grad is not None}
+
+
+def assert_same(pred, ref_pred, loss, ref_loss, model, ref, rtol=1e-4,
+                grad_rtol=1e-3):
+    assert torch.isfinite(loss)
+    assert abs(loss.item() - ref_loss.item()) <= rtol * abs(ref_loss.item())
+    # At init the loss is dominated by the target: compare predictions too.
+    assert ref_pred.abs().max() > 0
+    err = (pred - ref_pred).abs().max() / ref_pred.abs().max()
+    assert err <= rtol, f'prediction: relative error {err:.2e}'
+    fast_grads, ref_grads = grads(model), grads(ref)
+    assert fast_grads.keys() == ref_grads.keys()
+    for name, grad in fast_grads.items():
+        scale = ref_grads[name].abs().max().clamp_min(1e-6)
+        err = (grad - ref_grads[name]).abs().max() / scale
+        assert err <= grad_rtol, f'{name}: relative gradient error {err:.2e}'
+
+
+def run_fast(model, images, active):
+    pred = fast_pred(model, images, active)
+    loss = loss_of(model, pred, images, active)
+    loss.backward()
+    return pred, loss
+
+
+# ---- tests ---------------------------------------------------------------------
+@pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
+def test_fast_path_equals_reference(backbone):
+    model = build(backbone)
+    ref = make_reference(model)
+    images, active = inputs()
+    pred, loss = run_fast(model, images, active)
+    ref_pred = reference_pred(ref, images, active)
+    ref_loss = loss_of(ref, ref_pred, images, active)
+    ref_loss.backward()
+    assert_same(pred, ref_pred, loss, ref_loss, model, ref)
+    # Running statistics moved the same way.
+    for (name, buf), ref_buf in zip(model.named_buffers(), ref.buffers()):
+        if 'running' in name:
+            torch.testing.assert_close(buf, ref_buf, rtol=1e-4, atol=1e-5)
+
+
+def test_convnext_blocks_take_the_visible_rows_path():
+    model = build('convnext')
+    blocks = [m for m in model.backbone.modules()
+              if type(m).__name__ == 'SparseConvNeXtBlock']
+    assert blocks, 'mmpretrain ConvNeXt blocks should get the pointwise fast path'
+    calls = []
+    for block in blocks:
+        block.pointwise_conv1.register_forward_hook(
+            lambda m, a, out: calls.append(out.dim()))
+    images, active = inputs()
+    fast_pred(model, images, active)
+    assert calls == []  # the sparse Linear modules were not run densely
+    # Without a mask the converted backbone is the dense one.
+    dense = MODELS.build(dict(type='ConvNeXt', arch=TINY_CONVNEXT,
+                              out_indices=(0, 1, 2, 3),
+                              gap_before_final_norm=False,
+                              layer_scale_init_value=0.5))
+    dense.load_state_dict(model.backbone.state_dict())
+    dense.train()
+    for ours, theirs in zip(model.backbone(images), dense(images)):
+        torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
+def test_channels_last_equals_nchw(backbone):
+    nchw = build(backbone)
+    last = build(backbone, channels_last=True)
+    last.load_state_dict(nchw.state_dict())
+    images, active = inputs()
+    pred, loss = run_fast(nchw, images, active)
+    pred_last, loss_last = run_fast(last, images, active)
+    conv = next(m for m in last.backbone.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert pred_last.is_contiguous(memory_format=torch.channels_last)
+    assert_same(pred_last, pred, loss_last, loss, last, nchw)
+
+
+@pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
+def test_bf16_autocast_runs_and_is_close(backbone):
+    model = build(backbone, channels_last=True)
+    images, active = inputs(batch=2)
+    with torch.no_grad():
+        pred32 = fast_pred(model, images, active)
+    pred16 = fast_pred(model, images, active, dtype=torch.bfloat16)
+    assert pred16.dtype == torch.bfloat16
+    loss16 = loss_of(model, pred16, images, active)
+    loss16.backward()
+    assert torch.isfinite(loss16)
+    err = (pred16.float() - pred32).abs().max() / pred32.abs().max()
+    assert err <= 0.1, f'bf16 prediction: relative error {err:.2e}'
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters()
+               if p.grad is not None)
+
+
+def test_benchmark_tool_prints_ratios(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'),
+           '--config', os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py'),
+           '--batch', '2', '--size', '64', '--decoder-width', '64',
+           '--iters', '1', '--warmup', '1', '--channels-last']
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for name in ('ours', 'dense', 'mmpretrain'):
+        assert any(line.startswith(name) for line in out.splitlines()), out
+    assert 'ratio step time ours/mmpretrain:' in out, out
+    assert 'ratio step time ours/dense:' in out, out
+    assert 'ratio peak memory ours/mmpretrain:' in out, out
