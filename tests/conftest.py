@@ -7,6 +7,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+# Subprocesses (`python tools/train.py`, tools/dist_train.sh) must use the
+# interpreter running the tests, also when its venv is not activated.
+os.environ['PATH'] = os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH']
 
 import spark_mm  # noqa: E402,F401  (registers everything)
 
