@@ -239,7 +239,8 @@ def test_benchmark_tool_prints_ratios(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'),
            '--config', os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py'),
            '--batch', '2', '--size', '64', '--decoder-width', '64',
-           '--iters', '1', '--warmup', '1', '--channels-last']
+           '--iters', '1', '--warmup', '1', '--channels-last',
+           '--parallel-memory']
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
