@@ -9,21 +9,22 @@ from .norms import build_norm
 
 
 class UpsampleBlock(nn.Module):
-    """x2 upsampling (transposed conv k4 s2), then two 3x3 conv-norm-act."""
+    """x2 upsampling (transposed conv k4 s2), then 3x3 conv-norm-act at the
+    input width and 3x3 conv-norm to the output width, as the official SparK."""
 
     def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict):
         super().__init__()
         self.upsample = nn.ConvTranspose2d(in_channels, in_channels, 4, 2, 1)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.norm1 = build_norm(norm_cfg, out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.norm2 = build_norm(norm_cfg, out_channels)
+        self.conv1 = nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False)
+        self.norm1 = build_norm(norm_cfg, in_channels)
         self.act = nn.ReLU6(inplace=True)
+        self.conv2 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = build_norm(norm_cfg, out_channels)
 
     def forward(self, x):
         x = self.upsample(x)
         x = self.act(self.norm1(self.conv1(x)))
-        return self.act(self.norm2(self.conv2(x)))
+        return self.norm2(self.conv2(x))
 
 
 @MODELS.register_module()
