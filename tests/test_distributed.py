@@ -78,12 +78,18 @@ def sparse_bn(sync: bool):
     return bn, context
 
 
-def run_bn(bn, context, x, active, grad_out, steps=2):
-    """Two training forwards (running stats move twice), one backward."""
-    x = x.clone().requires_grad_(True)
+def run_bn(bn, context, x, active, grad_out, steps=2, channels_last=False):
+    """Two training forwards (running stats move twice), one backward.
+
+    ``channels_last`` maps take the gathered-visible-rows path of sparse BN,
+    NCHW ones the masked-reductions path.
+    """
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.clone().contiguous(memory_format=layout).requires_grad_(True)
     for _ in range(steps):
         with context.masked(active):
-            out = bn(x * context.mask_like(x))
+            masked = (x * context.mask_like(x)).contiguous(memory_format=layout)
+            out = bn(masked)
     (out * grad_out).sum().backward()
     return dict(out=out.detach(), x_grad=x.grad, running_mean=bn.running_mean,
                 running_var=bn.running_var, weight_grad=bn.weight.grad,
@@ -130,8 +136,11 @@ def _worker(rank, out_dir):
     x, active, grad_out, _, _ = bn_data()
     start = sum(BN_SPLIT[:rank])
     part = slice(start, start + BN_SPLIT[rank])
-    bn, context = sparse_bn(sync=True)
-    bn_result = run_bn(bn, context, x[part], active[part], grad_out[part])
+    bn_result = {}
+    for channels_last in (False, True):
+        bn, context = sparse_bn(sync=True)
+        bn_result[channels_last] = run_bn(bn, context, x[part], active[part],
+                                          grad_out[part], channels_last=channels_last)
 
     images, masks = spark_data()
     part = slice(rank * SPARK_BATCH, (rank + 1) * SPARK_BATCH)
@@ -152,12 +161,13 @@ def ranks(tmp_path_factory):
             for rank in range(WORLD)]
 
 
-def test_sparse_sync_bn_equals_single_process_on_global_batch(ranks):
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_sparse_sync_bn_equals_single_process_on_global_batch(ranks, channels_last):
     x, active, grad_out, _, _ = bn_data()
     assert int(active[:3].sum()) != int(active[3:].sum())
     bn, context = sparse_bn(sync=False)
-    single = run_bn(bn, context, x, active, grad_out)
-    both = [rank['bn'] for rank in ranks]
+    single = run_bn(bn, context, x, active, grad_out, channels_last=channels_last)
+    both = [rank['bn'][channels_last] for rank in ranks]
     close = dict(rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.cat([r['out'] for r in both]),
                                single['out'], **close)

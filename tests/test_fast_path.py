@@ -170,9 +170,10 @@ def run_fast(model, images, active):
 
 
 # ---- tests ---------------------------------------------------------------------
+@pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
-def test_fast_path_equals_reference(backbone):
-    model = build(backbone)
+def test_fast_path_equals_reference(backbone, channels_last):
+    model = build(backbone, channels_last=channels_last)
     ref = make_reference(model)
     images, active = inputs()
     pred, loss = run_fast(model, images, active)
@@ -184,6 +185,34 @@ def test_fast_path_equals_reference(backbone):
     for (name, buf), ref_buf in zip(model.named_buffers(), ref.buffers()):
         if 'running' in name:
             torch.testing.assert_close(buf, ref_buf, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_sparse_bn_keeps_little_for_the_backward(channels_last):
+    """Sparse BN saves one map-sized tensor (NCHW), or only the visible rows
+    (channels_last): 2 of 16 patches visible here, an eighth of the map."""
+    from spark_mm.models.sparse import SparseContext, sparsify
+    bn, context = nn.BatchNorm2d(16), SparseContext()
+    sparsify(bn, context, name='bn')
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 16, 8, 16).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+    active = torch.zeros(2, 1, 2, 4, dtype=torch.bool)
+    active[0, 0, 0, 1] = active[1, 0, 1, 3] = True
+    saved = []
+    with context.masked(active), torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t.numel()) or t, lambda t: t):
+        mask = context.mask_like(x)
+        out = bn(x * mask)
+    map_size = x.numel()
+    big = [n for n in saved if n >= map_size // 8]  # the mask is 1/16
+    if channels_last:
+        assert big == [map_size // 8], saved  # the visible rows only
+    else:
+        assert max(big) == map_size and big.count(map_size) <= 2, saved
+    out.sum().backward()
+    assert x.grad.is_contiguous(memory_format=layout)
+    assert torch.all(out[~mask.bool().expand_as(x)] == 0)
 
 
 def test_convnext_blocks_take_the_visible_rows_path():

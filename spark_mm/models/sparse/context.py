@@ -82,6 +82,19 @@ class SparseContext:
                 as_tuple=True)
         return self._expanded[key]
 
+    def visible_rows(self, height: int, width: int) -> torch.Tensor:
+        """Flat indices of the visible positions in (B * height * width) order.
+
+        Row ``i`` of a channels_last map viewed as (B * H * W, C) is position
+        (b, h, w) with ``i = (b * H + h) * W + w``; ``index_select`` with these
+        gathers the visible rows of such a view in one pass.
+        """
+        key = ('rows', height, width)
+        if key not in self._expanded:
+            self._expanded[key] = (self.mask_bool(height, width)
+                                   .flatten().nonzero().squeeze(1))
+        return self._expanded[key]
+
     def visible_count(self, height: int, width: int) -> torch.Tensor:
         """Number of visible positions at ``height x width`` (a 0-dim tensor)."""
         key = ('count', height, width)

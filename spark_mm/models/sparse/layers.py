@@ -49,8 +49,12 @@ class SparseRemaskMixin(SparseMixin):
             raise RuntimeError(
                 f'sparse layer {type(self).__name__} got a {out.dim()}-d '
                 'output; only 4-d feature maps can be masked')
-        channels_last = self._output_is_channels_last(args, kwargs)
-        return out * self.sparse_context.mask_like(out, channels_last)
+        mask = self.sparse_context.mask_like(out, self._output_is_channels_last(args, kwargs))
+        if out is x:
+            return out * mask
+        # In place: none of these layers keeps its output for the backward,
+        # and a fresh full-size map per layer costs allocation and page faults.
+        return out.mul_(mask)
 
     def _output_is_channels_last(self, args, kwargs) -> bool:
         data_format = kwargs.get('data_format', args[0] if args else None)
@@ -113,6 +117,12 @@ class SparseBatchNormMixin(SparseMixin):
             raise RuntimeError(f'{type(self).__name__} expects (B, C, H, W) '
                                f'input, got {tuple(x.shape)}')
         group = self._sync_group()
+        if self.sparse_active and _rows_layout(x) and self._uses_batch_stats():
+            out = visible_rows_batch_norm(
+                self, x, self.sparse_context.visible_rows(*x.shape[-2:]), group)
+            if not self._has_post_norm():
+                return out  # zero at masked positions
+            return self._post_norm(out) * self.sparse_context.mask_like(out)
         if self.sparse_active:
             mask = self.sparse_context.mask_like(x)
             count = self.sparse_context.visible_count(*x.shape[-2:])
@@ -135,6 +145,9 @@ class SparseBatchNormMixin(SparseMixin):
             out = torch.nn.BatchNorm2d.forward(self, x)
             return self._post_norm(out)
         return super().forward(x)
+
+    def _uses_batch_stats(self) -> bool:
+        return self.training or not self.track_running_stats
 
     def _has_post_norm(self) -> bool:
         return hasattr(self, 'act') and hasattr(self, 'drop')  # timm BatchNormAct2d
@@ -173,13 +186,12 @@ def masked_batch_norm(bn, x, mask, count, group=None):
 
 
 class _MaskedBatchNorm(torch.autograd.Function):
-    """Batch norm over visible positions, with a fused backward.
+    """Batch norm over visible positions of a full map, with a fused backward.
 
+    Used for NCHW maps (channels_last ones take the gathered-rows path).
     Autograd through the masked reductions would keep about ten full-size
     tensors per layer and run as many elementwise passes; this keeps one
-    (the masked input) and calls torch's native kernels: statistics by
-    ``batch_norm_update_stats``, normalization and the backward reductions by
-    eval-mode batch norm, plus the terms that eval mode leaves out.
+    (the masked input) and calls torch's native kernels.
 
     Masked positions of ``x`` are ignored: the statistics see ``x * mask`` and
     ``count`` visible positions, and their gradient is zero.
@@ -192,17 +204,9 @@ class _MaskedBatchNorm(torch.autograd.Function):
             # Moments over all B*H*W positions, masked ones being zero ...
             mean_all, var_all = _channel_moments(x_visible)
             positions = x.numel() // x.shape[1]
-            sums = torch.cat([mean_all.float() * positions,
-                              (var_all.float() + mean_all.float().square())
-                              * positions,
-                              count.to(torch.float32).reshape(1)])
-            if group is not None:
-                dist.all_reduce(sums, group=group)
             # ... give those over the visible ones (of all ranks).
-            channels = x.shape[1]
-            total = sums[-1]
-            mean = sums[:channels] / total
-            var = (sums[channels:2 * channels] / total - mean.square()).clamp_min(0)
+            mean, var, total = _visible_moments(mean_all, var_all, positions, count,
+                                                group)
             out = F.batch_norm(x_visible, mean, var, weight, bias, False, 0.0, eps)
             if mask is not None:
                 out.mul_(mask)
@@ -218,32 +222,121 @@ class _MaskedBatchNorm(torch.autograd.Function):
             if mask is not None:
                 grad_out = grad_out * mask
             grad_out = grad_out.contiguous(memory_format=_memory_format(x_visible))
-            # Eval-mode backward: dx = w * invstd * dy, and the two channel
-            # sums sum(dy) and sum(dy * x_hat), all in one native kernel.
-            grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-                grad_out, x_visible, weight, mean, var, None, None, False, ctx.eps,
-                [True, True, True])
-            sums = torch.cat([grad_bias.float(), grad_weight.float()])
-            if ctx.group is not None:
-                sums = sums.clone()
-                dist.all_reduce(sums, group=ctx.group)
-            channels = x_visible.shape[1]
-            sum_dy, sum_dy_xhat = sums[:channels], sums[channels:]
-            # Training-mode terms: the gradient through the mean and variance,
-            # -w * invstd / n * (sum(dy) + x_hat * sum(dy * x_hat)), visible only.
-            invstd = torch.rsqrt(var + ctx.eps)
-            scale = invstd / total if weight is None else weight * invstd / total
-            coef_x = (scale * invstd * sum_dy_xhat).to(grad_x.dtype).view(1, -1, 1, 1)
-            coef_1 = (scale * (sum_dy - invstd * mean * sum_dy_xhat)).to(
-                grad_x.dtype).view(1, -1, 1, 1)
-            grad_x.addcmul_(x_visible, coef_x, value=-1)
-            if mask is not None:
-                grad_x.addcmul_(mask, coef_1, value=-1)
-            else:
-                grad_x.sub_(coef_1)
+            grad_x, grad_weight, grad_bias = _batch_norm_backward(
+                grad_out, x_visible, mask, weight, mean, var, total, ctx.eps, ctx.group)
         needs = ctx.needs_input_grad
         return (grad_x, None, None, grad_weight if needs[3] else None,
                 grad_bias if needs[4] else None, None, None)
+
+
+def _rows_layout(x) -> bool:
+    """True when ``x`` (B, C, H, W) is laid out as (B * H * W, C) rows."""
+    return x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _rows_view(x):
+    """The (B * H * W, C) view of a channels_last ``x`` (no copy)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _scatter_rows(rows, index, like):
+    """A channels_last map shaped as ``like``, ``rows`` at ``index``, zero elsewhere."""
+    out = torch.zeros_like(like, dtype=rows.dtype, memory_format=torch.channels_last)
+    _rows_view(out).index_copy_(0, index, rows)
+    return out
+
+
+def visible_rows_batch_norm(bn, x, index, group=None):
+    """Training-mode batch norm of channels_last ``x`` over the rows ``index``.
+
+    The fast path of sparse BN: the visible positions are gathered once as
+    (n, C) rows; statistics, normalization and the backward run on those rows,
+    and only they are kept for the backward (40% of the map at the default
+    mask ratio). The output is zero at the other positions.
+    """
+    out, mean, var, total = _VisibleRowsBatchNorm.apply(
+        x, index, bn.weight, bn.bias, bn.eps, group)
+    if bn.training and bn.track_running_stats:
+        _update_running_stats(bn, mean, var, total)
+    return out
+
+
+class _VisibleRowsBatchNorm(torch.autograd.Function):
+    """Batch norm over gathered visible rows; see :func:`visible_rows_batch_norm`."""
+
+    @staticmethod
+    def forward(ctx, x, index, weight, bias, eps, group):
+        with torch.autocast(x.device.type, enabled=False):
+            rows = _rows_view(x).index_select(0, index)
+            var, mean = (m.float() for m in torch.var_mean(rows, dim=0, correction=0))
+            total = torch.tensor(float(rows.shape[0]), device=x.device)
+            if group is not None:
+                mean, var, total = _visible_moments(mean, var, rows.shape[0], total,
+                                                    group)
+            out_rows = F.batch_norm(rows, mean, var, weight, bias, False, 0.0, eps)
+            out = _scatter_rows(out_rows, index, x)
+        ctx.save_for_backward(rows, index, weight, mean, var, total)
+        ctx.eps, ctx.group = eps, group
+        ctx.mark_non_differentiable(mean, var, total)
+        return out, mean, var, total
+
+    @staticmethod
+    def backward(ctx, grad_out, *_):
+        rows, index, weight, mean, var, total = ctx.saved_tensors
+        with torch.autocast(grad_out.device.type, enabled=False):
+            grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+            grad_rows = _rows_view(grad_out).index_select(0, index)
+            grad_x_rows, grad_weight, grad_bias = _batch_norm_backward(
+                grad_rows, rows, None, weight, mean, var, total, ctx.eps, ctx.group)
+            grad_x = _scatter_rows(grad_x_rows, index, grad_out)
+        needs = ctx.needs_input_grad
+        return (grad_x, None, grad_weight if needs[2] else None,
+                grad_bias if needs[3] else None, None, None)
+
+
+def _visible_moments(mean, var, positions, count, group=None):
+    """Per-channel mean / variance over ``count`` positions (of all ranks of
+    ``group``) from local moments over ``positions`` positions whose others
+    are zero; also returns the total count."""
+    channels = mean.shape[0]
+    mean, var = mean.float(), var.float()
+    sums = torch.cat([mean * positions, (var + mean.square()) * positions,
+                      count.to(torch.float32).reshape(1)])
+    if group is not None:
+        dist.all_reduce(sums, group=group)
+    total = sums[-1]
+    mean = sums[:channels] / total
+    var = (sums[channels:2 * channels] / total - mean.square()).clamp_min(0)
+    return mean, var, total
+
+
+def _batch_norm_backward(grad_out, x, mask, weight, mean, var, total, eps, group):
+    """Training-mode batch-norm backward with statistics over ``total`` positions.
+
+    Eval-mode native backward (dx = w * invstd * dy and the channel sums
+    sum(dy), sum(dy * x_hat) in one kernel), the sums all-reduced over
+    ``group``, then the terms through the mean and variance:
+    -w * invstd / n * (sum(dy) + x_hat * sum(dy * x_hat)), where ``mask`` is 1
+    (everywhere when None). ``grad_out`` must be zero where ``mask`` is 0.
+    """
+    grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+        grad_out, x, weight, mean, var, None, None, False, eps, [True, True, True])
+    sums = torch.cat([grad_bias.float(), grad_weight.float()])
+    if group is not None:
+        dist.all_reduce(sums, group=group)
+    channels = x.shape[1]
+    sum_dy, sum_dy_xhat = sums[:channels], sums[channels:]
+    invstd = torch.rsqrt(var + eps)
+    scale = invstd / total if weight is None else weight * invstd / total
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    coef_x = (scale * invstd * sum_dy_xhat).to(grad_x.dtype).view(shape)
+    coef_1 = (scale * (sum_dy - invstd * mean * sum_dy_xhat)).to(grad_x.dtype).view(shape)
+    grad_x.addcmul_(x, coef_x, value=-1)
+    if mask is not None:
+        grad_x.addcmul_(mask, coef_1, value=-1)
+    else:
+        grad_x.sub_(coef_1)
+    return grad_x, grad_weight, grad_bias
 
 
 def _channel_moments(x):
