@@ -18,18 +18,14 @@ class CheckpointError(RuntimeError):
 
 
 def load_checkpoint_file(path: str) -> dict:
-    """Read a checkpoint written by mmengine or by :func:`save_backbone`."""
-    if not os.path.isfile(path):
-        raise CheckpointError(
-            f'checkpoint {path!r} does not exist; pass the path of a .pth file '
-            'written by tools/train.py (e.g. work_dirs/<name>/epoch_N.pth)')
-    try:
-        return torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as error:  # truncated or not a torch file
-        raise CheckpointError(
-            f'checkpoint {path!r} cannot be read ({type(error).__name__}: '
-            f'{error}); the file is truncated or not a PyTorch checkpoint, '
-            're-export or re-download it') from error
+    """Read a checkpoint written by mmengine or by :func:`save_backbone`.
+
+    With ``torch.load(weights_only=True)`` and the allow-list of mmengine's few
+    non-tensor objects; a missing or unreadable file is a one-line
+    :class:`CheckpointError`.
+    """
+    from .engine.checkpoint_safety import load_checkpoint_safely  # imports us
+    return load_checkpoint_safely(path)
 
 
 def state_dict_of(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:

@@ -1,6 +1,10 @@
-"""Config helpers shared by the tools."""
+"""Config helpers shared by the tools (and the schedule of the pretraining configs)."""
+import os
+import os.path as osp
+
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
 
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'nn.SyncBatchNorm', 'TorchSyncBN')
 
@@ -33,3 +37,68 @@ def enable_amp(cfg: Config):
     else:
         optim_wrapper.type = 'spark_mm.AutocastOptimWrapper'
         optim_wrapper.setdefault('dtype', 'bfloat16')
+
+
+def parse_tool_args(parser, argv=None):
+    """Add the flags tools/train.py and tools/test.py share, then parse.
+
+    The shared flags (``--cfg-options``, ``--launcher``, ``--local_rank``) come
+    last; ``LOCAL_RANK`` is set from ``--local_rank`` unless a launcher set it.
+    """
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings in the config, key=value (xxx=yyy format)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def load_tool_config(args) -> Config:
+    """The config of a tools/train.py or tools/test.py run, from its arguments.
+
+    ``args.config`` with ``args.cfg_options`` merged and ``cfg.launcher`` set;
+    ``work_dir`` is ``args.work_dir``, else the config's, else
+    ``./work_dirs/<config file name>``. A single-process run (launcher
+    ``none``) turns SyncBN into BN and logs how many places changed; without
+    CUDA, distributed runs use the gloo backend.
+    """
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.launcher == 'none':
+        replaced = revert_sync_bn_in_config(cfg)
+        if replaced:
+            print_log(f'single-process run: SyncBN replaced by BN in {replaced} '
+                      'places of the config', logger='current')
+    if not torch.cuda.is_available():
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    return cfg
+
+
+def spark_param_scheduler(max_epochs: int, warmup_epochs: int,
+                          start_factor: float = 1e-4) -> list:
+    """SparK's epoch schedule: linear lr warm-up, then cosine lr to the end;
+    weight decay from the optimizer's value to 0.2 (cosine) over all epochs.
+
+    Imported by the pretraining configs, so that a config with other epoch
+    numbers states only those numbers.
+    """
+    return [
+        dict(type='LinearLR', start_factor=start_factor, by_epoch=True, begin=0,
+             end=warmup_epochs, convert_to_iter_based=True),
+        dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs,
+             by_epoch=True, begin=warmup_epochs, end=max_epochs,
+             convert_to_iter_based=True),
+        dict(type='CosineAnnealingWeightDecay', eta_min=0.2, T_max=max_epochs,
+             by_epoch=True, begin=0, end=max_epochs, convert_to_iter_based=True),
+    ]

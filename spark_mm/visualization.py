@@ -21,22 +21,29 @@ MASK_GREY = 128    # colour of masked patches in the "masked input" panel
 
 
 # ---- model ------------------------------------------------------------------
-def build_spark(config: Union[str, 'Config'], checkpoint: Optional[str] = None,
-                device: str = 'cpu', cfg_options: Optional[dict] = None):
-    """The SparK model of ``config`` with the weights of ``checkpoint``, in eval mode.
-
-    SyncBN in the config becomes BN: the tools run in one process.
-    """
+def single_process_config(config: Union[str, 'Config'],
+                          cfg_options: Optional[dict] = None) -> 'Config':
+    """``config`` (a path, or a Config that is copied) with ``cfg_options``
+    merged and SyncBN turned into BN: the tools run in one process."""
     from mmengine.config import Config
 
-    from .export import load_checkpoint_file, state_dict_of
-    from .registry import MODELS
     from .utils import revert_sync_bn_in_config
     cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     revert_sync_bn_in_config(cfg)
-    model = MODELS.build(cfg.model)
+    return cfg
+
+
+def build_spark(config: Union[str, 'Config'], checkpoint: Optional[str] = None,
+                device: str = 'cpu', cfg_options: Optional[dict] = None):
+    """The SparK model of ``config`` with the weights of ``checkpoint``, in eval mode.
+
+    SyncBN in the config becomes BN (:func:`single_process_config`).
+    """
+    from .export import load_checkpoint_file, state_dict_of
+    from .registry import MODELS
+    model = MODELS.build(single_process_config(config, cfg_options).model)
     if checkpoint is not None:
         model.load_state_dict(state_dict_of(load_checkpoint_file(checkpoint)))
     return model.to(device).eval()

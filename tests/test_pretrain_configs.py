@@ -67,3 +67,13 @@ def test_800_epoch_ablation_rescales_the_schedule():
     cfg = Config.fromfile(os.path.join(CONFIG_DIR, 'ablations', 'convnext_s_800e.py'))
     assert cfg.train_cfg.max_epochs == 800
     assert [s.end for s in cfg.param_scheduler] == [40, 800, 800]
+
+
+def test_demo_schedule_is_the_recipe_shape_with_its_own_epochs():
+    cfg = Config.fromfile(os.path.join(CONFIG_DIR, 'demo_r18.py'))
+    warmup, cosine, weight_decay = cfg.param_scheduler
+    assert cfg.train_cfg.max_epochs == 12
+    assert (warmup.start_factor, warmup.begin, warmup.end) == (1e-2, 0, 1)
+    assert (cosine.T_max, cosine.begin, cosine.end) == (11, 1, 12)
+    assert (weight_decay.T_max, weight_decay.end) == (12, 12)
+    assert all(s.by_epoch and s.convert_to_iter_based for s in cfg.param_scheduler)

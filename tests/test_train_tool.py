@@ -61,3 +61,38 @@ def test_missing_dataset_is_one_line_naming_the_path_and_the_demo(tmp_path):
     assert str(tmp_path / 'nowhere') in last_line
     assert 'configs/spark/demo_r18.py' in last_line
     assert 'Traceback' not in result.stderr
+
+
+def test_tool_config_shared_by_train_and_test(tmp_path, monkeypatch):
+    """spark_mm.utils.load_tool_config: what tools/train.py and tools/test.py share."""
+    import argparse
+
+    import spark_mm.utils
+    from spark_mm.utils import load_tool_config, parse_tool_args
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(ROOT, 'configs', 'spark', 'r50_pretrain.py')
+    parser = argparse.ArgumentParser()
+    parser.add_argument('config')
+    parser.add_argument('--work-dir')
+    args = parse_tool_args(parser, [config, '--local-rank', '3', '--cfg-options',
+                                    'model.neck.width=64'])
+    assert os.environ['LOCAL_RANK'] == '3' and args.launcher == 'none'
+    messages = []
+    monkeypatch.setattr(spark_mm.utils, 'print_log',
+                        lambda message, **kwargs: messages.append(message))
+    cfg = load_tool_config(args)
+    assert cfg.model.neck.width == 64 and cfg.launcher == 'none'
+    assert cfg.work_dir == './work_dirs/r50_pretrain'
+    # the backbone, the decoder and the densifying norms: all BN in one process
+    assert cfg.model.backbone.norm_cfg.type == 'BN'
+    assert cfg.model.densify_norm_cfg.type == 'BN'
+    assert any(m.startswith('single-process run: SyncBN replaced by BN in ')
+               for m in messages)
+    if not torch.cuda.is_available():
+        assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+
+    args.work_dir, args.launcher = str(tmp_path / 'work'), 'pytorch'
+    cfg = load_tool_config(args)
+    assert cfg.work_dir == str(tmp_path / 'work')
+    assert cfg.model.backbone.norm_cfg.type == 'SyncBN'  # kept for several processes

@@ -24,15 +24,16 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from spark_mm.export import CheckpointError  # noqa: E402
 from spark_mm.models.geometry import as_feature_list  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
-from spark_mm.utils import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.tool_helpers import (add_mask_arguments,  # noqa: E402
+                                   input_errors_exit, input_size,
+                                   parse_with_cfg_options)
 from spark_mm.visualization import (build_spark, denormalize,  # noqa: E402
-                                    fixed_mask, load_image, to_model_inputs)
+                                    fixed_mask, load_image, single_process_config,
+                                    to_model_inputs)
 
 
 def _expand(active_b1hw: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -69,19 +70,13 @@ def diagnose(config: str, checkpoint: Optional[str] = None,
     Both backbones run in eval mode with the same weights. Writes the plot to
     ``out`` unless it is None.
     """
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    revert_sync_bn_in_config(cfg)
+    cfg = single_process_config(config, cfg_options)
     model = build_spark(cfg, checkpoint)
     dense = MODELS.build(cfg.model.backbone)
     dense.load_state_dict(model.backbone.state_dict())  # same names, same weights
     dense.eval()
 
-    if size:
-        height, width = (size[0], size[0]) if len(size) == 1 else size[:2]
-    else:
-        height, width = model.input_size
+    height, width = input_size(model, size)
     if image is not None:
         pixels = load_image(image, (height, width))
     else:
@@ -180,27 +175,16 @@ def parse_args(argv=None):
     parser.add_argument('config', help='a SparK config (its backbone is used)')
     parser.add_argument('--checkpoint', help='SparK checkpoint (default: fresh weights)')
     parser.add_argument('--image', help='an image file (default: seeded random pixels)')
-    parser.add_argument('--mask-ratio', type=float, default=None,
-                        help="fraction of patches masked (default: the config's)")
-    parser.add_argument('--seed', type=int, default=0, help='seed of the mask')
-    parser.add_argument('--size', type=int, nargs='+', metavar='N',
-                        help="input size: H, or H W (default: the config's)")
+    add_mask_arguments(parser, "input size: H, or H W (default: the config's)")
     parser.add_argument('--out', default='mask_vanishing.png', help='plot PNG')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config, key=value')
-    args = parser.parse_args(argv)
-    if args.size and len(args.size) > 2:
-        parser.error('--size takes H or H W')
-    return args
+    return parse_with_cfg_options(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with input_errors_exit():
         rows = diagnose(args.config, args.checkpoint, args.image, args.mask_ratio,
                         args.seed, args.size, args.out, args.cfg_options)
-    except (FileNotFoundError, ValueError, CheckpointError) as error:
-        sys.exit(f'error: {error}')
     print(format_table(rows))
     print(f'plot: {args.out}')
     return rows

@@ -7,20 +7,17 @@ Like tools/train.py, a single-process run turns SyncBN into BN and a CPU-only
 machine uses the gloo backend.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
-import torch
-from mmengine.config import Config, DictAction
-from mmengine.logging import print_log
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.engine.checkpoint_safety import \
     allow_mmengine_checkpoints  # noqa: E402
-from spark_mm.utils import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.utils import load_tool_config, parse_tool_args  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -30,39 +27,15 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument(
         '--out', help='dump predictions to a pickle file (.pkl/.pickle)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings in the config, key=value (xxx=yyy format)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    args = parse_tool_args(parser, argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out must end with .pkl or .pickle, got {args.out!r}')
     return args
 
 
 def build_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
-    if args.launcher == 'none':
-        replaced = revert_sync_bn_in_config(cfg)
-        if replaced:
-            print_log(f'single-process run: SyncBN replaced by BN in '
-                      f'{replaced} places of the config', logger='current')
-    if not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg',
-                                                 {})['backend'] = 'gloo'
     return cfg
 
 

@@ -10,13 +10,11 @@ before it is saved, each step is seeded from (seed, rank, step) so that
 bad input (config, data, checkpoint) ends with one line instead of a traceback.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.logging import print_log
+from mmengine.config import Config
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, find_latest_checkpoint
 
@@ -28,7 +26,8 @@ from spark_mm.engine.checkpoint_safety import (  # noqa: E402
 from spark_mm.engine.distributed import init_cpu_distributed  # noqa: E402
 from spark_mm.engine.reliability import use_reliability_hooks  # noqa: E402
 from spark_mm.engine.user_errors import input_error_message  # noqa: E402
-from spark_mm.utils import enable_amp, revert_sync_bn_in_config  # noqa: E402
+from spark_mm.utils import (enable_amp, load_tool_config,  # noqa: E402
+                            parse_tool_args)
 
 
 def parse_args():
@@ -43,28 +42,11 @@ def parse_args():
                         help='mixed precision: fp16 AMP on GPU, bf16 autocast on CPU')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual global batch size')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings in the config, key=value (xxx=yyy format)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser)
 
 
 def build_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:
@@ -73,18 +55,12 @@ def build_config(args) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    if args.launcher == 'none':
-        replaced = revert_sync_bn_in_config(cfg)
-        if replaced:
-            print_log(f'single-process run: SyncBN replaced by BN in {replaced} '
-                      'places of the config', logger='current')
-    if not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-        if args.launcher != 'none' and cfg.get('model_wrapper_cfg') is None:
-            cfg.model_wrapper_cfg = dict(
-                type='spark_mm.engine.CPUDistributedDataParallel',
-                broadcast_buffers=False,
-                find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if (not torch.cuda.is_available() and args.launcher != 'none'
+            and cfg.get('model_wrapper_cfg') is None):
+        cfg.model_wrapper_cfg = dict(
+            type='spark_mm.engine.CPUDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
     use_reliability_hooks(cfg)
     return cfg
 

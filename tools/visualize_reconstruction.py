@@ -17,10 +17,11 @@ import sys
 from typing import List, Optional, Sequence
 
 import torch
-from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from spark_mm.export import CheckpointError  # noqa: E402
+from spark_mm.tool_helpers import (add_mask_arguments,  # noqa: E402
+                                   input_errors_exit, input_size,
+                                   parse_with_cfg_options)
 from spark_mm.visualization import (build_spark, load_image,  # noqa: E402
                                     reconstruction_grid, save_png)
 
@@ -54,10 +55,7 @@ def visualize(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,
     whether alone, in a folder or in one grid.
     """
     model = build_spark(config, checkpoint, device, cfg_options)
-    if size:
-        height, width = (size[0], size[0]) if len(size) == 1 else size[:2]
-    else:
-        height, width = model.input_size
+    height, width = input_size(model, size)
     model.check_input_size(height, width)
     paths = list_images(inputs)
     images = [load_image(path, (height, width)) for path in paths]
@@ -80,31 +78,20 @@ def parse_args(argv=None):
     parser.add_argument('inputs', nargs='+', help='image files and/or folders')
     parser.add_argument('--out-dir', default='work_dirs/reconstructions',
                         help='where the PNGs go')
-    parser.add_argument('--mask-ratio', type=float, default=None,
-                        help="fraction of patches masked (default: the config's)")
-    parser.add_argument('--seed', type=int, default=0, help='seed of the mask')
-    parser.add_argument('--size', type=int, nargs='+', metavar='N',
-                        help='input size: H, or H W (multiples of the total '
-                        "stride; default: the config's input_size)")
+    add_mask_arguments(parser, 'input size: H, or H W (multiples of the total '
+                       "stride; default: the config's input_size)")
     parser.add_argument('--one-grid', action='store_true',
                         help='one grid for all images instead of one PNG each')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config, key=value')
-    args = parser.parse_args(argv)
-    if args.size and len(args.size) > 2:
-        parser.error('--size takes H or H W')
-    return args
+    return parse_with_cfg_options(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with input_errors_exit():
         written = visualize(args.config, args.checkpoint, args.inputs, args.out_dir,
                             args.mask_ratio, args.seed, args.size, args.one_grid,
                             args.device, args.cfg_options)
-    except (FileNotFoundError, ValueError, CheckpointError) as error:
-        sys.exit(f'error: {error}')
     for path in written:
         print(path)
     return written

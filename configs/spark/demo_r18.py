@@ -2,6 +2,7 @@
 # images the project generates itself (data/spark_demo). Same code path as the
 # full recipes, smaller everything.
 _base_ = ['r50_pretrain.py']
+from spark_mm.utils import spark_param_scheduler  # noqa: E402
 
 input_size = 96
 batch_size = 16
@@ -29,15 +30,8 @@ train_dataloader = dict(
 max_epochs = 12
 warmup_epochs = 1
 optim_wrapper = dict(optimizer=dict(lr=2e-3))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0,
-         end=warmup_epochs, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs,
-         by_epoch=True, begin=warmup_epochs, end=max_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingWeightDecay', eta_min=0.2, T_max=max_epochs,
-         by_epoch=True, begin=0, end=max_epochs, convert_to_iter_based=True),
-]
+param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs,
+                                        start_factor=1e-2)
 train_cfg = dict(max_epochs=max_epochs)
 auto_scale_lr = dict(base_batch_size=batch_size)
 default_hooks = dict(logger=dict(interval=10),

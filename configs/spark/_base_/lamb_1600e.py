@@ -1,5 +1,12 @@
 # The official SparK schedule: LAMB, lr 2e-4 per 256 images, betas (0.9, 0.95),
 # weight decay 0.04 -> 0.2 (cosine), 40 warm-up epochs, cosine lr, clip 5.
+# A config with other epoch numbers calls spark_param_scheduler with them: this
+# file's param_scheduler is computed before the merge and keeps 1600/40.
+# The empty _base_ must come first: it keeps mmengine's plain (not lazy-import)
+# config mode, which an import statement alone would switch.
+_base_ = []
+from spark_mm.utils import spark_param_scheduler  # noqa: E402
+
 global_batch_size = 4096
 max_epochs = 1600
 warmup_epochs = 40
@@ -15,15 +22,7 @@ optim_wrapper = dict(
         custom_keys={'mask_tokens': dict(decay_mult=0.0),
                      'pos_embeds': dict(decay_mult=0.0)}))
 
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0,
-         end=warmup_epochs, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs,
-         by_epoch=True, begin=warmup_epochs, end=max_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingWeightDecay', eta_min=0.2, T_max=max_epochs,
-         by_epoch=True, begin=0, end=max_epochs, convert_to_iter_based=True),
-]
+param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs)
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 # The lr above is for a global batch of 4096; --auto-scale-lr rescales it.
