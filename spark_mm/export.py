@@ -47,7 +47,9 @@ def backbone_state_dict(
     else:
         source = 'the given checkpoint'
     weights = state_dict_of(checkpoint)
-    backbone = OrderedDict((key[len(prefix):], value)
+    # Contiguous: a channels_last run stores NHWC-strided weights, which every
+    # consumer loads, but plain layouts are what other tools expect to read.
+    backbone = OrderedDict((key[len(prefix):], value.contiguous())
                            for key, value in weights.items()
                            if key.startswith(prefix))
     if not backbone:

@@ -419,8 +419,11 @@ def test_real_pretraining_checkpoint_exports_cleanly(pretrained):
     exported = torch.load(pretrained['exported'])['state_dict']
     spark = torch.load(pretrained['checkpoint'], map_location='cpu',
                        weights_only=False)['state_dict']
+    conv = spark['backbone.layer1.0.conv1.weight']
+    assert conv.is_contiguous(memory_format=torch.channels_last)  # the fast path
     for key, value in exported.items():
         assert torch.equal(value, spark['backbone.' + key]), key
+        assert value.is_contiguous(), f'{key}: exported weights are plain layout'
 
 
 def demo_options(coco_dir):

@@ -26,7 +26,7 @@ class ExportBackboneHook(Hook):
         if not is_main_process():
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        state_dict = {key: value.detach().cpu()
+        state_dict = {key: value.detach().cpu().contiguous()
                       for key, value in model.backbone.state_dict().items()}
         path = save_backbone(
             state_dict, osp.join(runner.work_dir, self.filename),
