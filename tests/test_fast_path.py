@@ -284,3 +284,21 @@ def test_benchmark_tool_prints_ratios(tmp_path):
     assert 'ratio step time ours/mmpretrain:' in out, out
     assert 'ratio step time ours/dense:' in out, out
     assert 'ratio peak memory ours/mmpretrain:' in out, out
+
+
+def test_relu6_in_place_keeps_only_its_output():
+    from spark_mm.models.activations import ReLU6InPlace
+    x = torch.randn(2, 4, 8, 8) * 5
+    x[0, 0, 0, :4] = torch.tensor([0.0, 6.0, -0.0, 3.0])  # the edges of the gradient
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t.numel()) or t, lambda t: t):
+        y_ours = ReLU6InPlace()(ours * 1)
+    y_theirs = nn.ReLU6(inplace=True)(theirs * 1)
+    grad = torch.randn_like(y_ours)
+    (y_ours * grad).sum().backward()
+    (y_theirs * grad).sum().backward()
+    assert torch.equal(y_ours, y_theirs)
+    assert torch.equal(ours.grad, theirs.grad)
+    assert saved == [x.numel()]  # torch's hardtanh_ also keeps a copy of its input

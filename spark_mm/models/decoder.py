@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import MODELS
+from .activations import ReLU6InPlace
 from .norms import build_norm
 
 
@@ -135,7 +136,7 @@ class UpsampleBlock(nn.Module):
         self.upsample = nn.ConvTranspose2d(in_channels, in_channels, 4, 2, 1)
         self.conv1 = nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False)
         self.norm1 = build_norm(norm_cfg, in_channels)
-        self.act = nn.ReLU6(inplace=True)
+        self.act = ReLU6InPlace()  # keeps only its output for the backward
         self.conv2 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.norm2 = build_norm(norm_cfg, out_channels)
         self.fused = fused
