@@ -302,3 +302,53 @@ def test_relu6_in_place_keeps_only_its_output():
     assert torch.equal(y_ours, y_theirs)
     assert torch.equal(ours.grad, theirs.grad)
     assert saved == [x.numel()]  # torch's hardtanh_ also keeps a copy of its input
+
+
+def test_compact_saved_maps_give_the_same_step(monkeypatch):
+    """Encoder maps kept as visible rows: bit-identical loss and gradients."""
+    from spark_mm.models.sparse.saved_rows import CompactSavedMaps
+    monkeypatch.setattr(CompactSavedMaps, 'min_numel', 1)  # tiny test maps too
+    compacted = []
+    original = CompactSavedMaps._compact
+
+    def counting(self, t):
+        packed = original(self, t)
+        compacted.append(packed is not t)
+        return packed
+    monkeypatch.setattr(CompactSavedMaps, '_compact', counting)
+    images, active = inputs()
+    results = []
+    for compact in (False, True):
+        model = build('resnet', channels_last=True)
+        model.compact_saved_maps = compact
+        pred, loss = run_fast(model, images, active)
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()
+                                         if p.grad is not None]))
+    assert sum(compacted) >= 10, compacted  # the encoder's maps went compact
+    (loss_full, grads_full), (loss_compact, grads_compact) = results
+    assert torch.equal(loss_full, loss_compact)
+    assert len(grads_full) == len(grads_compact)
+    for full, compact in zip(grads_full, grads_compact):
+        assert torch.equal(full, compact)
+
+
+def test_compact_saved_maps_store_only_masked_maps_as_rows():
+    from spark_mm.models.sparse import SparseContext
+    from spark_mm.models.sparse.saved_rows import CompactSavedMaps
+    context = SparseContext()
+    active = torch.zeros(2, 1, 2, 2, dtype=torch.bool)
+    active[0, 0, 0, 0] = active[1, 0, 1, 1] = True
+    store = CompactSavedMaps(context, min_numel=1)
+    with context.masked(active), store:
+        dense = torch.randn(2, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+        masked = dense * context.mask_like(dense)
+        packed = store.pack(masked)
+        assert store.pack(masked) is packed  # saved twice, packed once
+        assert packed.rows.shape == (2 * 8 * 8, 8)  # 2 of 8 patches, 64 px each
+        assert torch.equal(store.unpack(packed), masked)
+        assert store.unpack(packed).is_contiguous(memory_format=torch.channels_last)
+        assert store.pack(dense) is dense  # not zero where masked: kept whole
+        nchw = masked.contiguous()
+        assert store.pack(nchw) is nchw
+        masked.add_(1)  # modified in place: packed again, now whole
+        assert store.pack(masked) is masked
