@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.optim import build_optim_wrapper
 
 from .engine.optim_wrappers import cpu_has_native_bf16
@@ -66,9 +66,12 @@ class Candidate:
 
 
 # ---- building -----------------------------------------------------------
-def load_config(config: str, decoder_width: Optional[int]) -> Config:
+def load_config(config: str, decoder_width: Optional[int],
+                cfg_options: Optional[dict] = None) -> Config:
     from .utils import revert_sync_bn_in_config
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     revert_sync_bn_in_config(cfg)  # one process: SyncBN is BN
     if decoder_width:
         cfg.model.neck.width = decoder_width
@@ -266,6 +269,9 @@ def start_memory_probe(name: str, args) -> subprocess.Popen:
         cmd.append('--channels-last')
     if args.decoder_width:
         cmd += ['--decoder-width', str(args.decoder_width)]
+    if args.cfg_options:
+        cmd += ['--cfg-options'] + [f'{key}={value}'
+                                    for key, value in args.cfg_options.items()]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
@@ -326,6 +332,10 @@ def parse_args(argv=None):
     parser.add_argument('--fast', action='store_true',
                         help='the default fast path: channels_last, and bf16 '
                         'where the device supports it (overrides the two above)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='override config settings (key=value), e.g. '
+                        'model.compact_saved_maps=False; mmpretrain\'s SparK '
+                        'follows the backbone, widths and mask ratio')
     parser.add_argument('--decoder-width', type=int, default=None,
                         help="decoder width at the coarsest scale (default: the config's)")
     parser.add_argument('--iters', type=int, default=3)
@@ -361,7 +371,7 @@ def main(argv=None, log=print):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = load_config(args.config, args.decoder_width)
+    cfg = load_config(args.config, args.decoder_width, args.cfg_options)
     images = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
 
     if args.memory_probe:
@@ -377,6 +387,8 @@ def main(argv=None, log=print):
     log(f'config {args.config}, batch {args.batch}, {args.size}px, decoder width '
         f'{cfg.model.neck.width}, device: {device_name}, warm-up {args.warmup}, '
         f'timed {args.iters} (interleaved, median)')
+    if args.cfg_options:
+        log(f'cfg-options: {args.cfg_options}')
     names = list(dict.fromkeys(args.candidates))
     if 'ours' not in names:
         names.insert(0, 'ours')

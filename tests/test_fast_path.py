@@ -274,7 +274,7 @@ def test_benchmark_tool_prints_ratios(tmp_path):
            '--config', os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py'),
            '--batch', '2', '--size', '64', '--decoder-width', '64',
            '--iters', '1', '--warmup', '1', '--channels-last',
-           '--parallel-memory']
+           '--parallel-memory', '--cfg-options', 'model.compact_saved_maps=False']
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -284,6 +284,17 @@ def test_benchmark_tool_prints_ratios(tmp_path):
     assert 'ratio step time ours/mmpretrain:' in out, out
     assert 'ratio step time ours/dense:' in out, out
     assert 'ratio peak memory ours/mmpretrain:' in out, out
+    assert "cfg-options: {'model.compact_saved_maps': False}" in out, out
+
+
+def test_benchmark_config_takes_cfg_options():
+    from spark_mm.benchmark import load_config
+    config = os.path.join(ROOT, 'configs', 'spark', 'r50_pretrain.py')
+    cfg = load_config(config, 512, {'model.compact_saved_maps': False,
+                                    'model.mask_ratio': 0.75})
+    assert cfg.model.compact_saved_maps is False
+    assert cfg.model.mask_ratio == 0.75 and cfg.model.neck.width == 512
+    assert cfg.model.backbone.norm_cfg.type == 'BN'  # one process
 
 
 def test_relu6_in_place_keeps_only_its_output():
