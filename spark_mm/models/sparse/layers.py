@@ -117,7 +117,7 @@ class SparseBatchNormMixin(SparseMixin):
             raise RuntimeError(f'{type(self).__name__} expects (B, C, H, W) '
                                f'input, got {tuple(x.shape)}')
         group = self._sync_group()
-        if self.sparse_active and _rows_layout(x) and self._uses_batch_stats():
+        if self.sparse_active and _rows_layout(x) and _uses_batch_stats(self):
             out = visible_rows_batch_norm(
                 self, x, self.sparse_context.visible_rows(*x.shape[-2:]), group)
             if not self._has_post_norm():
@@ -146,9 +146,6 @@ class SparseBatchNormMixin(SparseMixin):
             return self._post_norm(out)
         return super().forward(x)
 
-    def _uses_batch_stats(self) -> bool:
-        return self.training or not self.track_running_stats
-
     def _has_post_norm(self) -> bool:
         return hasattr(self, 'act') and hasattr(self, 'drop')  # timm BatchNormAct2d
 
@@ -166,6 +163,10 @@ class SparseBatchNormMixin(SparseMixin):
         return group if dist.get_world_size(group) > 1 else None
 
 
+def _uses_batch_stats(bn) -> bool:
+    return bn.training or not bn.track_running_stats
+
+
 def masked_batch_norm(bn, x, mask, count, group=None):
     """Batch norm of ``x`` with statistics over positions where ``mask`` is 1.
 
@@ -173,8 +174,7 @@ def masked_batch_norm(bn, x, mask, count, group=None):
     those positions on this rank; ``group`` a process group to all-reduce over.
     The output is zero where ``mask`` is 0.
     """
-    use_batch_stats = bn.training or not bn.track_running_stats
-    if not use_batch_stats:
+    if not _uses_batch_stats(bn):
         out = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
                            bn.bias, False, 0.0, bn.eps)
         return out * mask if mask is not None else out
@@ -239,9 +239,10 @@ def _rows_view(x):
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
-def _scatter_rows(rows, index, like):
-    """A channels_last map shaped as ``like``, ``rows`` at ``index``, zero elsewhere."""
-    out = torch.zeros_like(like, dtype=rows.dtype, memory_format=torch.channels_last)
+def _scatter_rows(rows, index, shape):
+    """A channels_last (B, C, H, W) ``shape`` map: ``rows`` at ``index``, zero elsewhere."""
+    out = torch.empty(shape, dtype=rows.dtype, device=rows.device,
+                      memory_format=torch.channels_last).zero_()  # not a view
     _rows_view(out).index_copy_(0, index, rows)
     return out
 
@@ -274,7 +275,7 @@ class _VisibleRowsBatchNorm(torch.autograd.Function):
                 mean, var, total = _visible_moments(mean, var, rows.shape[0], total,
                                                     group)
             out_rows = F.batch_norm(rows, mean, var, weight, bias, False, 0.0, eps)
-            out = _scatter_rows(out_rows, index, x)
+            out = _scatter_rows(out_rows, index, x.shape)
         ctx.save_for_backward(rows, index, weight, mean, var, total)
         ctx.eps, ctx.group = eps, group
         ctx.mark_non_differentiable(mean, var, total)
@@ -288,7 +289,7 @@ class _VisibleRowsBatchNorm(torch.autograd.Function):
             grad_rows = _rows_view(grad_out).index_select(0, index)
             grad_x_rows, grad_weight, grad_bias = _batch_norm_backward(
                 grad_rows, rows, None, weight, mean, var, total, ctx.eps, ctx.group)
-            grad_x = _scatter_rows(grad_x_rows, index, grad_out)
+            grad_x = _scatter_rows(grad_x_rows, index, grad_out.shape)
         needs = ctx.needs_input_grad
         return (grad_x, None, grad_weight if needs[2] else None,
                 grad_bias if needs[3] else None, None, None)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from .context import SparseContext
-from .layers import _rows_view
+from .layers import _rows_view, _scatter_rows
 
 
 class _VisibleRows(NamedTuple):
@@ -89,7 +89,4 @@ class CompactSavedMaps:
     def unpack(packed):
         if isinstance(packed, torch.Tensor):
             return packed
-        batch, channels, height, width = packed.shape
-        out = packed.rows.new_zeros((batch, height, width, channels)).permute(0, 3, 1, 2)
-        _rows_view(out).index_copy_(0, packed.index, packed.rows)
-        return out  # channels_last, as the map was
+        return _scatter_rows(packed.rows, packed.index, packed.shape)  # channels_last
