@@ -86,19 +86,17 @@ def load_tool_config(args) -> Config:
 
 
 def spark_param_scheduler(max_epochs: int, warmup_epochs: int,
-                          start_factor: float = 1e-4) -> list:
-    """SparK's epoch schedule: linear lr warm-up, then cosine lr to the end;
-    weight decay from the optimizer's value to 0.2 (cosine) over all epochs.
+                          weight_decay_end: float = 0.2) -> list:
+    """The official SparK schedule, per iteration, stated in epochs.
 
-    Imported by the pretraining configs, so that a config with other epoch
-    numbers states only those numbers.
+    lr: linear warm-up from 0.005x, then cosine to 0.001x; weight decay: cosine
+    from the optimizer's value to ``weight_decay_end`` over all epochs (see
+    :mod:`spark_mm.engine.schedulers`). Imported by the pretraining configs, so
+    that a config with other epoch numbers states only those numbers.
     """
     return [
-        dict(type='LinearLR', start_factor=start_factor, by_epoch=True, begin=0,
-             end=warmup_epochs, convert_to_iter_based=True),
-        dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs,
-             by_epoch=True, begin=warmup_epochs, end=max_epochs,
-             convert_to_iter_based=True),
-        dict(type='CosineAnnealingWeightDecay', eta_min=0.2, T_max=max_epochs,
+        dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
+             begin=0, end=max_epochs, convert_to_iter_based=True),
+        dict(type='SparKCosineWeightDecay', end_value=weight_decay_end,
              by_epoch=True, begin=0, end=max_epochs, convert_to_iter_based=True),
     ]

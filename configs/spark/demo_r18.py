@@ -30,8 +30,7 @@ train_dataloader = dict(
 max_epochs = 12
 warmup_epochs = 1
 optim_wrapper = dict(optimizer=dict(lr=2e-3))
-param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs,
-                                        start_factor=1e-2)
+param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs)
 train_cfg = dict(max_epochs=max_epochs)
 auto_scale_lr = dict(base_batch_size=batch_size)
 default_hooks = dict(logger=dict(interval=10),

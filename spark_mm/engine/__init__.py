@@ -6,6 +6,7 @@ from .layer_decay import ResNetLayerDecayOptimWrapperConstructor
 from .nan_guard import NanGuardHook, NonFiniteLossError
 from .optim_wrappers import AutocastOptimWrapper
 from .precise_bn import PreciseBNBeforeValHook
+from .schedulers import SparKCosineWeightDecay, SparKWarmupCosineLR
 from .step_seed import StepSeedHook
 from .visualization_hook import ReconstructionVisualizationHook
 
@@ -13,4 +14,5 @@ __all__ = ['ExportBackboneHook', 'AutocastOptimWrapper', 'AtomicCheckpointHook',
            'NanGuardHook', 'NonFiniteLossError', 'StepSeedHook',
            'CPUDistributedDataParallel', 'allow_mmengine_checkpoints',
            'ReconstructionVisualizationHook', 'PreciseBNBeforeValHook',
-           'ResNetLayerDecayOptimWrapperConstructor']
+           'ResNetLayerDecayOptimWrapperConstructor', 'SparKWarmupCosineLR',
+           'SparKCosineWeightDecay']

@@ -190,11 +190,22 @@ class LightUNetDecoder(nn.Module):
         self.predict = nn.Conv2d(self.widths[-1], out_channels, 1)
 
     def init_weights(self):
+        # As the official SparK decoder: convolutions trunc_normal(std .02),
+        # transposed convolutions Kaiming normal (fan_out, ReLU), biases 0,
+        # norms weight 1 and bias 0.
         for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            if isinstance(module, nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(module.weight, mode='fan_out',
+                                        nonlinearity='relu')
+            elif isinstance(module, nn.Conv2d):
                 nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm)):
+                if module.weight is not None:
+                    nn.init.ones_(module.weight)
+            else:
+                continue
+            if getattr(module, 'bias', None) is not None:
+                nn.init.zeros_(module.bias)
 
     def forward(self, dense: List[Optional[torch.Tensor]]) -> torch.Tensor:
         """``dense[i]``: map of stride ``upsample_ratio / 2**i`` (None = not fed)."""

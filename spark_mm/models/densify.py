@@ -1,8 +1,10 @@
 """Densify: turn sparse encoder features into dense decoder inputs, per scale.
 
 For each scale: a norm over visible positions, a learned ``[mask]`` token at
-masked positions, and a projection to the decoder width at that scale (1x1 at
-the coarsest scale, 3x3 elsewhere, identity when the widths already match).
+masked positions, and a projection to the decoder width at that scale: at the
+coarsest scale a 1x1 conv (identity when the widths already match), a 3x3 conv
+at every finer scale, whatever the widths (as the official SparK: ConvNeXt-S,
+768 wide like the decoder, gets identity + three 3x3 convs).
 """
 from typing import List, Optional, Sequence
 
@@ -13,6 +15,7 @@ from mmengine.model.weight_init import trunc_normal_
 
 from .norms import build_norm
 from .sparse import SparseContext
+from .sparse.context import expand_mask
 
 
 class Densifier(nn.Module):
@@ -37,7 +40,7 @@ class Densifier(nn.Module):
             nn.Parameter(torch.zeros(1, channels, 1, 1)) for channels in in_channels)
         self.projections = nn.ModuleList()
         for scale, (cin, cout) in enumerate(zip(in_channels, out_channels)):
-            if cin == cout:
+            if scale == 0 and cin == cout:
                 self.projections.append(nn.Identity())
             else:
                 kernel = 1 if scale == 0 else 3
@@ -50,8 +53,10 @@ class Densifier(nn.Module):
                 for cout, (h, w) in zip(out_channels, pos_embed_grids))
 
     def init_weights(self):
+        # As the official SparK: std .02, truncated at +-.02 (absolute). The
+        # projections keep torch's default init, as there.
         for token in self.mask_tokens:
-            trunc_normal_(token, std=0.02)
+            trunc_normal_(token, std=0.02, a=-0.02, b=0.02)
         if self.pos_embeds is not None:
             for pos_embed in self.pos_embeds:
                 trunc_normal_(pos_embed, std=0.02)
@@ -63,10 +68,7 @@ class Densifier(nn.Module):
         for scale, feature in enumerate(features):
             feature = self.norms[scale](feature)
             height, width = feature.shape[-2:]
-            grid_h, grid_w = active_b1hw.shape[-2:]
-            active = (active_b1hw
-                      .repeat_interleave(height // grid_h, dim=2)
-                      .repeat_interleave(width // grid_w, dim=3))
+            active = expand_mask(active_b1hw, height, width)
             token = self.mask_tokens[scale].to(feature.dtype)
             feature = torch.where(active, feature, token)
             feature = self.projections[scale](feature)

@@ -40,3 +40,23 @@ def probe_features(backbone: nn.Module, in_channels: int = 3,
                 'ConvNeXt set gap_before_final_norm=False)')
         infos.append(FeatureInfo(feature.shape[1], probe_size // feature.shape[-1]))
     return sorted(infos, key=lambda info: info.stride)
+
+
+def remove_output_norms(backbone: nn.Module) -> List[str]:
+    """Replace a backbone's per-stage output norms by identities; their names.
+
+    mmpretrain's ConvNeXt (and its relatives) normalizes each returned stage
+    with ``norm{i}``; the official SparK encoder feeds the raw stage outputs
+    to the densify step, which normalizes them itself. Backbones without
+    such norms (ResNets, timm ``features_only`` models) are left as they are.
+    """
+    out_indices = getattr(backbone, 'out_indices', None)
+    if out_indices is None or getattr(backbone, 'gap_before_final_norm', True):
+        return []
+    names = [f'norm{index}' for index in out_indices]
+    if not all(isinstance(getattr(backbone, name, None), nn.Module)
+               for name in names):
+        return []
+    for name in names:
+        setattr(backbone, name, nn.Identity())
+    return names

@@ -58,8 +58,11 @@ class SparKReconstructionHead(nn.Module):
     def loss(self, pred_bchw: torch.Tensor, images_bchw: torch.Tensor,
              active_b1hw: torch.Tensor) -> torch.Tensor:
         patch = images_bchw.shape[-1] // active_b1hw.shape[-1]
-        target = self.target(images_bchw.float(), patch)
-        pred = patchify(pred_bchw.float(), patch)
+        # At least float32 (bf16/fp16 predictions under autocast), float64
+        # when the model is.
+        dtype = torch.promote_types(pred_bchw.dtype, torch.float32)
+        target = self.target(images_bchw.to(dtype), patch)
+        pred = patchify(pred_bchw.to(dtype), patch)
         per_patch = (pred - target).pow(2).mean(dim=-1)  # (B, L)
         if not self.masked_only:
             return per_patch.mean()

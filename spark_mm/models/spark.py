@@ -11,14 +11,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.logging import print_log
 from mmpretrain.models.selfsup.base import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 
 from ..registry import MODELS
 from .densify import Densifier
-from .geometry import as_feature_list, probe_features
+from .geometry import as_feature_list, probe_features, remove_output_norms
 from .head import patchify, unpatchify
 from .sparse import SparseContext, sparsify
+from .sparse.context import expand_mask
 from .sparse.saved_rows import CompactSavedMaps
 
 
@@ -49,6 +51,11 @@ class SparK(BaseSelfSupervisor):
         hierarchical: False feeds only the coarsest scale to the decoder.
         use_pos_embed: add learned absolute position embeddings (ablation).
         densify_norm_cfg: norm over visible features before densifying.
+        output_norms: keep the backbone's per-stage output norms (mmpretrain
+            ConvNeXt's ``norm0..norm3``). False (the default, as the official
+            SparK, whose encoder returns the raw stage outputs) replaces them
+            by identities: they are not pretrained and not exported, and a
+            downstream model initializes them (weight 1, bias 0).
         input_size: training (h, w); sets the position embedding grid.
         in_channels: image channels.
         channels_last: keep weights and activations in channels_last memory
@@ -71,6 +78,7 @@ class SparK(BaseSelfSupervisor):
                  hierarchical: bool = True,
                  use_pos_embed: bool = False,
                  densify_norm_cfg: dict = dict(type='BN'),
+                 output_norms: bool = False,
                  input_size: Union[int, Sequence[int]] = 224,
                  in_channels: int = 3,
                  channels_last: bool = False,
@@ -78,6 +86,13 @@ class SparK(BaseSelfSupervisor):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         backbone = _build(backbone)
+        if not output_norms:
+            removed = remove_output_norms(backbone)
+            if removed:
+                print_log('SparK: the backbone\'s output norms ' + ', '.join(removed)
+                          + ' are not used (the official encoder returns raw '
+                          'stage outputs; output_norms=True keeps them)',
+                          logger='current')
         features = probe_features(backbone, in_channels)
         if len(features) < 2 and hierarchical:
             raise ValueError(
@@ -200,8 +215,9 @@ class SparK(BaseSelfSupervisor):
         """
         if active_b1hw is None:
             active_b1hw = self.generate_mask(inputs)
-        pred_bchw = self.reconstruct(inputs, active_b1hw).float()
-        images = inputs.float()
+        pred_bchw = self.reconstruct(inputs, active_b1hw)
+        dtype = torch.promote_types(pred_bchw.dtype, torch.float32)
+        pred_bchw, images = pred_bchw.to(dtype), inputs.to(dtype)
         patch = self.total_stride
         grid_h, grid_w = active_b1hw.shape[-2:]
         pred = patchify(pred_bchw, patch)
@@ -209,8 +225,7 @@ class SparK(BaseSelfSupervisor):
             mean, std = self.head.patch_stats(patchify(images, patch))
             pred = pred * std + mean
         pred_img = unpatchify(pred, patch, grid_h, grid_w)
-        visible = (active_b1hw.repeat_interleave(patch, 2)
-                   .repeat_interleave(patch, 3))
+        visible = expand_mask(active_b1hw, *images.shape[-2:])
         masked_img = images * visible
         pred_with_visible = torch.where(visible, images, pred_img)
         data_samples = data_samples or [DataSample() for _ in range(len(inputs))]

@@ -1,5 +1,7 @@
 # The official SparK schedule: LAMB, lr 2e-4 per 256 images, betas (0.9, 0.95),
-# weight decay 0.04 -> 0.2 (cosine), 40 warm-up epochs, cosine lr, clip 5.
+# weight decay 0.04 -> 0.2 (cosine), 40 warm-up epochs, cosine lr, clip 5;
+# lr and weight decay move per iteration by the official formulas
+# (pretrain/utils/lr_control.py, see spark_mm/engine/schedulers.py).
 # A config with other epoch numbers calls spark_param_scheduler with them: this
 # file's param_scheduler is computed before the merge and keeps 1600/40.
 # The empty _base_ must come first: it keeps mmengine's plain (not lazy-import)
@@ -16,11 +18,16 @@ optim_wrapper = dict(
     optimizer=dict(type='Lamb', lr=2e-4 * global_batch_size / 256,
                    betas=(0.9, 0.95), weight_decay=0.04),
     clip_grad=dict(max_norm=5.0),
+    # No weight decay on every 1-D parameter and every bias, nor on the mask
+    # tokens, position embeddings and layer scales (official
+    # pretrain/utils/lr_control.py get_param_groups, nowd_keys of main.py).
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         bias_decay_mult=0.0,
-        custom_keys={'mask_tokens': dict(decay_mult=0.0),
-                     'pos_embeds': dict(decay_mult=0.0)}))
+        flat_decay_mult=0.0,
+        custom_keys={'mask_token': dict(decay_mult=0.0),
+                     'pos_embed': dict(decay_mult=0.0),
+                     'gamma': dict(decay_mult=0.0)}))
 
 param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs)
 

@@ -11,6 +11,13 @@ from typing import Dict, Optional, Tuple
 import torch
 
 
+def expand_mask(active_b1hw: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``active_b1hw`` (B, 1, h, w) repeated to (B, 1, height, width), whole multiples."""
+    grid_h, grid_w = active_b1hw.shape[-2:]
+    return (active_b1hw.repeat_interleave(height // grid_h, dim=2)
+            .repeat_interleave(width // grid_w, dim=3))
+
+
 class SparseContext:
     """Holds the active mask ``active_b1hw`` (True = visible) on the coarsest grid.
 
@@ -50,10 +57,7 @@ class SparseContext:
                     f'a sparse layer produced a {height}x{width} map, which is '
                     f'not a whole multiple of the {grid_h}x{grid_w} mask grid; '
                     'use an input size that is a multiple of the total stride')
-            self._expanded[key] = (
-                self.active_b1hw
-                .repeat_interleave(height // grid_h, dim=2)
-                .repeat_interleave(width // grid_w, dim=3))
+            self._expanded[key] = expand_mask(self.active_b1hw, height, width)
         return self._expanded[key]
 
     def mask_like(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:

@@ -125,14 +125,12 @@ class SparseBatchNormMixin(SparseMixin):
             return self._post_norm(out) * self.sparse_context.mask_like(out)
         if self.sparse_active:
             mask = self.sparse_context.mask_like(x)
-            count = self.sparse_context.visible_count(*x.shape[-2:])
+            index = self.sparse_context.visible_index(*x.shape[-2:])
         elif group is not None:
-            mask = None
-            count = torch.tensor(x.shape[0] * x.shape[2] * x.shape[3],
-                                 device=x.device)
+            mask = index = None
         else:
             return self._dense_forward(x)
-        out = masked_batch_norm(self, x, mask, count, group)
+        out = masked_batch_norm(self, x, mask, index, group)
         if not self._has_post_norm():
             return out  # masked already
         out = self._post_norm(out)
@@ -167,46 +165,43 @@ def _uses_batch_stats(bn) -> bool:
     return bn.training or not bn.track_running_stats
 
 
-def masked_batch_norm(bn, x, mask, count, group=None):
-    """Batch norm of ``x`` with statistics over positions where ``mask`` is 1.
+def masked_batch_norm(bn, x, mask, index, group=None):
+    """Batch norm of NCHW ``x`` with statistics over its visible positions.
 
-    ``mask`` (B, 1, H, W) 0/1 or None (all positions); ``count`` the number of
-    those positions on this rank; ``group`` a process group to all-reduce over.
-    The output is zero where ``mask`` is 0.
+    ``mask`` (B, 1, H, W) 0/1 and ``index`` its (batch, row, column) visible
+    positions, or both None (all positions); ``group`` a process group to
+    combine the statistics over. The output is zero where ``mask`` is 0.
     """
     if not _uses_batch_stats(bn):
         out = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
                            bn.bias, False, 0.0, bn.eps)
         return out * mask if mask is not None else out
     out, mean, var, total = _MaskedBatchNorm.apply(
-        x, mask, count, bn.weight, bn.bias, bn.eps, group)
+        x, mask, index, bn.weight, bn.bias, bn.eps, group)
     if bn.training and bn.track_running_stats:
         _update_running_stats(bn, mean, var, total)
     return out
 
 
 class _MaskedBatchNorm(torch.autograd.Function):
-    """Batch norm over visible positions of a full map, with a fused backward.
+    """Batch norm over visible positions of a full NCHW map, fused backward.
 
     Used for NCHW maps (channels_last ones take the gathered-rows path).
-    Autograd through the masked reductions would keep about ten full-size
-    tensors per layer and run as many elementwise passes; this keeps one
-    (the masked input) and calls torch's native kernels.
-
-    Masked positions of ``x`` are ignored: the statistics see ``x * mask`` and
-    ``count`` visible positions, and their gradient is zero.
+    Autograd through masked reductions would keep about ten full-size tensors
+    per layer; this keeps one (the masked input) and calls torch's native
+    kernels. The statistics are those of the visible positions gathered as
+    rows (the masked positions of ``x`` are ignored; their gradient is zero).
     """
 
     @staticmethod
-    def forward(ctx, x, mask, count, weight, bias, eps, group):
+    def forward(ctx, x, mask, index, weight, bias, eps, group):
         with torch.autocast(x.device.type, enabled=False):
             x_visible = x * mask if mask is not None else x
-            # Moments over all B*H*W positions, masked ones being zero ...
-            mean_all, var_all = _channel_moments(x_visible)
-            positions = x.numel() // x.shape[1]
-            # ... give those over the visible ones (of all ranks).
-            mean, var, total = _visible_moments(mean_all, var_all, positions, count,
-                                                group)
+            if index is not None:
+                mean, var, count = _row_moments(x.permute(0, 2, 3, 1)[index])
+            else:
+                mean, var, count = _map_moments(x)
+            mean, var, total = _combine_moments(mean, var, count, group)
             out = F.batch_norm(x_visible, mean, var, weight, bias, False, 0.0, eps)
             if mask is not None:
                 out.mul_(mask)
@@ -269,11 +264,7 @@ class _VisibleRowsBatchNorm(torch.autograd.Function):
     def forward(ctx, x, index, weight, bias, eps, group):
         with torch.autocast(x.device.type, enabled=False):
             rows = _rows_view(x).index_select(0, index)
-            var, mean = (m.float() for m in torch.var_mean(rows, dim=0, correction=0))
-            total = torch.tensor(float(rows.shape[0]), device=x.device)
-            if group is not None:
-                mean, var, total = _visible_moments(mean, var, rows.shape[0], total,
-                                                    group)
+            mean, var, total = _combine_moments(*_row_moments(rows), group)
             out_rows = F.batch_norm(rows, mean, var, weight, bias, False, 0.0, eps)
             out = _scatter_rows(out_rows, index, x.shape)
         ctx.save_for_backward(rows, index, weight, mean, var, total)
@@ -295,19 +286,53 @@ class _VisibleRowsBatchNorm(torch.autograd.Function):
                 grad_bias if needs[3] else None, None, None)
 
 
-def _visible_moments(mean, var, positions, count, group=None):
-    """Per-channel mean / variance over ``count`` positions (of all ranks of
-    ``group``) from local moments over ``positions`` positions whose others
-    are zero; also returns the total count."""
+# ---- statistics --------------------------------------------------------------
+# Statistics are kept in promote_types(dtype, float32): float32 for fp32, bf16
+# and fp16 maps, float64 for float64 ones (so a float64 model is float64
+# throughout and can be checked against a reference at 1e-12).
+def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _row_moments(rows):
+    """Per-channel mean, biased variance and count of (n, C) ``rows``."""
+    count = torch.tensor(rows.shape[0], dtype=_stat_dtype(rows.dtype),
+                         device=rows.device)
+    if rows.shape[0] == 0:  # a rank may hold no visible position of a map
+        zeros = rows.new_zeros(rows.shape[1], dtype=count.dtype)
+        return zeros, zeros.clone(), count
+    var, mean = torch.var_mean(rows.to(count.dtype), dim=0, correction=0)
+    return mean, var, count
+
+
+def _map_moments(x):
+    """Per-channel mean, biased variance and count over all positions of ``x``."""
+    count = torch.tensor(x.numel() // x.shape[1], dtype=_stat_dtype(x.dtype),
+                         device=x.device)
+    var, mean = torch.var_mean(x.to(count.dtype), dim=(0, 2, 3), correction=0)
+    return mean, var, count
+
+
+def _combine_moments(mean, var, count, group=None):
+    """Mean, biased variance and count over the positions of all ranks.
+
+    Each rank contributes (count, mean, variance) of its own positions; they
+    are gathered and combined by the pairwise formula (Chan et al.):
+    ``var = sum_r n_r (var_r + (mean_r - mean)^2) / n``, a sum of non-negative
+    terms, instead of ``E[x^2] - mean^2``, which cancels catastrophically in
+    float32 when the mean is large against the spread.
+    """
+    if group is None:
+        return mean, var, count
     channels = mean.shape[0]
-    mean, var = mean.float(), var.float()
-    sums = torch.cat([mean * positions, (var + mean.square()) * positions,
-                      count.to(torch.float32).reshape(1)])
-    if group is not None:
-        dist.all_reduce(sums, group=group)
-    total = sums[-1]
-    mean = sums[:channels] / total
-    var = (sums[channels:2 * channels] / total - mean.square()).clamp_min(0)
+    local = torch.cat([count.reshape(1), mean, var])
+    gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, local, group=group)
+    stacked = torch.stack(gathered)
+    counts, means, variances = stacked[:, :1], stacked[:, 1:1 + channels], stacked[:, 1 + channels:]
+    total = counts.sum()
+    mean = (counts * means).sum(0) / total
+    var = (counts * (variances + (means - mean).square())).sum(0) / total
     return mean, var, total
 
 
@@ -322,7 +347,7 @@ def _batch_norm_backward(grad_out, x, mask, weight, mean, var, total, eps, group
     """
     grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
         grad_out, x, weight, mean, var, None, None, False, eps, [True, True, True])
-    sums = torch.cat([grad_bias.float(), grad_weight.float()])
+    sums = torch.cat([grad_bias, grad_weight]).to(var.dtype)
     if group is not None:
         dist.all_reduce(sums, group=group)
     channels = x.shape[1]
@@ -338,24 +363,6 @@ def _batch_norm_backward(grad_out, x, mask, weight, mean, var, total, eps, group
     else:
         grad_x.sub_(coef_1)
     return grad_x, grad_weight, grad_bias
-
-
-def _channel_moments(x):
-    """Per-channel mean and biased variance of (B, C, H, W) ``x``, accurately.
-
-    torch's fused batch-norm statistics are fast for NCHW, but for
-    channels_last they sum rows naively (1e-6 relative errors at 56x56, which
-    the SparK gradient at initialization amplifies a thousandfold); a
-    ``var_mean`` over the (B*H*W, C) view is accurate and as fast there.
-    """
-    if x.is_contiguous():
-        return torch.batch_norm_update_stats(x, None, None, 0.0)
-    if x.is_contiguous(memory_format=torch.channels_last):
-        var, mean = torch.var_mean(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]),
-                                   dim=0, correction=0)
-    else:
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-    return mean, var
 
 
 def _memory_format(x):
