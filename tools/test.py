@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint with mmengine's Runner (mmdet's tools/test.py flags).
+"""Evaluate a checkpoint with mmengine's Runner (mmdet's tools/test.py flags),
+for mmdet and mmseg configs alike.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
         [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
@@ -47,9 +48,12 @@ def main(argv=None):
     cfg = build_config(args)
     runner = Runner.from_cfg(cfg)
     if args.out is not None:
-        from mmdet.evaluation import DumpDetResults
+        if cfg.get('default_scope') == 'mmdet':
+            from mmdet.evaluation import DumpDetResults as DumpResults
+        else:  # mmseg and others: the predicted data samples as they are
+            from mmengine.evaluator import DumpResults
         runner.test_evaluator.metrics.append(
-            DumpDetResults(out_file_path=args.out))
+            DumpResults(out_file_path=args.out))
     metrics = runner.test()
     if runner.rank == 0:
         print('metrics: ' + ', '.join(f'{key}={value}'

@@ -1,8 +1,10 @@
-"""Train with mmengine's Runner: SparK pretraining and mmdet fine-tuning alike.
+"""Train with mmengine's Runner: SparK pretraining, mmdet and mmseg fine-tuning alike
+(the config's ``default_scope`` picks the package).
 
 Flags follow mmdet/mmpretrain's tools/train.py. Additions: a single-process run
 turns SyncBN into BN, a CPU-only machine gets the gloo backend, ``--amp`` means
-bf16 autocast on CPU, and a missing dataset stops at once with one line.
+bf16 autocast on CPU (a config's fp16 AmpOptimWrapper runs in fp32 there),
+and a missing dataset stops at once with one line.
 Reliability: checkpoints are written atomically, a NaN/inf loss stops the run
 before it is saved, each step is seeded from (seed, rank, step) so that
 ``--resume`` continues bit-exactly, mmengine checkpoints load with torch's
@@ -15,12 +17,14 @@ import sys
 
 import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, find_latest_checkpoint
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import spark_mm  # noqa: E402,F401  (registers our components)
-from spark_mm.datasets import check_data_roots  # noqa: E402
+from spark_mm.datasets import (check_data_roots, set_data_root,  # noqa: E402
+                               use_annotation_classes)
 from spark_mm.engine.checkpoint_safety import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
 from spark_mm.engine.distributed import init_cpu_distributed  # noqa: E402
@@ -42,11 +46,37 @@ def parse_args():
                         help='mixed precision: fp16 AMP on GPU, bf16 autocast on CPU')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual global batch size')
+    parser.add_argument(
+        '--data-root',
+        help="use this data folder: replaces the config's data_root in every "
+        'path built from it (same as --cfg-options data_root=DIR)')
     return parse_tool_args(parser)
 
 
+def amp_wrapper_to_fp32_on_cpu(cfg: Config) -> None:
+    """mmengine's AmpOptimWrapper (fp16, e.g. mmseg's ConvNeXt recipe) needs a
+    GPU: without one, train in fp32 (``--amp`` then means bf16 autocast)."""
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is None or optim_wrapper.get('type') != 'AmpOptimWrapper':
+        return
+    optim_wrapper.type = 'OptimWrapper'
+    for key in ('loss_scale', 'dtype', 'use_fsdp'):
+        optim_wrapper.pop(key, None)
+    print_log('no CUDA: the config\'s AmpOptimWrapper (fp16) runs as an fp32 '
+              'OptimWrapper; --amp for bf16 autocast', logger='current')
+
+
 def build_config(args) -> Config:
+    # data_root is folded into the dataset paths when the config is read, so
+    # `--cfg-options data_root=X` is applied to all of them like --data-root.
+    data_root = (args.cfg_options or {}).pop('data_root', None)
+    data_root = args.data_root or data_root
     cfg = load_tool_config(args)
+    if data_root is not None:
+        set_data_root(cfg, data_root)
+    use_annotation_classes(cfg)
+    if not torch.cuda.is_available():
+        amp_wrapper_to_fp32_on_cpu(cfg)
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:

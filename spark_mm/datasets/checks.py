@@ -1,6 +1,8 @@
 """Fail early, in one line, when a config points at data that is not there."""
 import os
 
+from .image_folder import check_image_folder
+
 # mmpretrain CustomDataset's default extensions
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif')
 
@@ -28,6 +30,8 @@ def _holds_an_image(root: str) -> bool:
 DEMO_HINTS = {
     'mmdet': ('configs/mask_rcnn/demo_r18_synthetic_coco.py on generated data '
               '(python tools/make_synthetic_coco.py --out data/synthetic_coco)'),
+    'mmseg': ('configs/upernet/demo_r18_synthetic_ade20k.py on generated data '
+              '(see its header)'),
 }
 DEFAULT_DEMO_HINT = 'configs/spark/demo_r18.py, which needs no data'
 
@@ -37,7 +41,15 @@ def check_data_roots(cfg, demo_config: str = None):
     demo_config = demo_config or DEMO_HINTS.get(cfg.get('default_scope'),
                                                 DEFAULT_DEMO_HINT)
     for loader_key, dataset in _datasets_in(cfg):
-        if str(dataset.get('type', '')).split('.')[-1] in SELF_MADE_DATASETS:
+        dataset_type = str(dataset.get('type', '')).split('.')[-1]
+        if dataset_type in SELF_MADE_DATASETS:
+            continue
+        if dataset_type == 'UnlabeledImageFolder':
+            check_image_folder(
+                dataset.get('data_root') or '', cfg[loader_key].get('batch_size', 1),
+                int(os.environ.get('WORLD_SIZE', 1)), dataset.get('min_size', 32),
+                **({'extensions': dataset['extensions']}
+                   if 'extensions' in dataset else {}))
             continue
         data_root = dataset.get('data_root')
         if data_root and not os.path.isdir(data_root):

@@ -1,6 +1,8 @@
-"""Layer-wise learning-rate decay for ResNet detectors (SparK's COCO recipe).
+"""Layer-wise learning-rate decay for ResNet detectors and segmentors (SparK's COCO recipe).
 
-mmdet ships a layer-decay constructor for ConvNeXt only. This one follows the
+mmdet and mmseg ship layer-decay constructors for ConvNeXt (and ViTs) only. This
+one (registered in mmdet's registry here, and in mmseg's by importing
+:mod:`spark_mm.segmentation`) follows the
 official SparK Detectron2 code (``downstream_d2/lr_decay.py``), translated to
 mmdet's ResNet names:
 
@@ -12,7 +14,7 @@ parameter                               layer id
 ``backbone.layer2.*``                   2
 ``backbone.layer3.<b>.*``               3 + b // 3  (groups of 3 blocks)
 ``backbone.layer4.*``                   N = 3 + ceil(len(layer3) / 3)
-everything else (neck, RPN, RoI heads)  N + 1
+everything else (neck, heads)           N + 1
 ======================================  ==========================
 
 A parameter with layer id ``d`` gets ``lr * decay_rate ** (N + 1 - d)``: the
@@ -79,7 +81,7 @@ def resnet_layer_ids(param_names: List[str],
             raise ValueError(
                 f'cannot place backbone parameter {name!r} in a ResNet stage '
                 '(expected conv1/bn1/stem/layer1..4.*); use this constructor '
-                'only with ResNet backbones, or mmdet\'s '
+                'only with ResNet backbones, or mmdet\'s/mmseg\'s '
                 'LearningRateDecayOptimizerConstructor for ConvNeXt')
     return layer_ids, last
 

@@ -1,0 +1,148 @@
+"""Backbone weights that must fit: ``init_cfg=dict(type='spark_mm.CheckedPretrained', ...)``.
+
+mmengine's ``Pretrained`` init loads with ``strict=False`` and only logs what
+did not fit, so a backbone built with the wrong variant (mmseg's default
+``ResNetV1c`` has a deep stem; SparK's ResNet has not) trains from a half
+random init without anyone noticing. This initializer loads the same way but
+refuses, in one line, any backbone key the checkpoint lacks or holds with
+another shape. Keys the checkpoint has and the backbone has not (e.g.
+torchvision's ``fc.*``) are ignored and logged.
+
+One exception, by design: mmpretrain ``ConvNeXt`` with ``out_indices`` adds a
+LayerNorm per output stage (``norm0`` .. ``norm3``). SparK pretraining, like
+the official code, feeds the raw stage outputs to its densify/decoder and does
+not train them, so SparK ConvNeXt weights lack them (mmpretrain's ImageNet
+classifiers hold only ``norm3``). They are initialised fresh (weight 1, bias
+0), which the log says; any other missing key is still an error.
+"""
+import os.path as osp
+import re
+from collections import OrderedDict
+from typing import Mapping, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger
+
+from ..engine.checkpoint_safety import load_checkpoint_safely
+from ..export import CheckpointError, state_dict_of
+from ..registry import WEIGHT_INITIALIZERS
+
+# per-stage output norms of mmpretrain's ConvNeXt that SparK does not pretrain
+CONVNEXT_STAGE_NORM = re.compile(r'^norm[0-3]\.(weight|bias)$')
+
+
+def _listed(keys, limit: int = 6) -> str:
+    keys = sorted(keys)
+    shown = ', '.join(keys[:limit])
+    return shown + (f' (+{len(keys) - limit} more)' if len(keys) > limit else '')
+
+
+def fresh_keys_allowed(module: nn.Module) -> re.Pattern:
+    """Which missing keys ``module`` may initialise itself (never matches
+    anything for backbones other than mmpretrain's ConvNeXt)."""
+    from mmpretrain.models import ConvNeXt
+    if isinstance(module, ConvNeXt):
+        return CONVNEXT_STAGE_NORM
+    return re.compile(r'(?!)')
+
+
+def _read(checkpoint: str) -> Mapping:
+    if osp.isfile(checkpoint) or '://' not in checkpoint:
+        return load_checkpoint_safely(checkpoint)  # CheckpointError if absent
+    from mmengine.runner.checkpoint import CheckpointLoader
+    return CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+
+
+def backbone_weights(checkpoint: str, prefix: Optional[str]) -> 'OrderedDict':
+    """The weights under ``prefix`` (removed), DataParallel's ``module.`` dropped."""
+    weights = state_dict_of(_read(checkpoint))
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f'checkpoint {checkpoint!r} holds no state dict')
+    weights = OrderedDict((re.sub(r'^module\.', '', key), value)
+                          for key, value in weights.items())
+    if prefix:
+        weights = OrderedDict((key[len(prefix):], value)
+                              for key, value in weights.items()
+                              if key.startswith(prefix))
+        if not weights:
+            raise CheckpointError(
+                f'checkpoint {checkpoint!r} holds no {prefix!r} weights; for a '
+                'backbone-only file (backbone.pth, tools/export_backbone.py) '
+                'set init_cfg.prefix=None')
+    return weights
+
+
+@WEIGHT_INITIALIZERS.register_module()
+class CheckedPretrained:
+    """Load ``checkpoint`` (under ``prefix``) into the module; no key may be missing.
+
+    Args:
+        checkpoint: local path or URL of the weights.
+        prefix: key prefix of the module's weights in the checkpoint, removed
+            on loading (``'backbone.'`` for a SparK pretraining checkpoint or
+            an mmpretrain classifier); None for a backbone-only file.
+    """
+
+    def __init__(self, checkpoint: str, prefix: Optional[str] = None,
+                 map_location: str = 'cpu'):
+        self.checkpoint = checkpoint
+        self.prefix = prefix
+        self.map_location = map_location  # accepted as in Pretrained; CPU load
+
+    def __call__(self, module: nn.Module) -> None:
+        weights = backbone_weights(self.checkpoint, self.prefix)
+        expected = module.state_dict()
+        # BN fills num_batches_tracked itself for checkpoints without it
+        # (torchvision's ImageNet weights): not a weight that can be missing.
+        missing = {key for key in expected if key not in weights
+                   and not key.endswith('num_batches_tracked')}
+        fresh_pattern = fresh_keys_allowed(module)
+        fresh = {key for key in missing if fresh_pattern.match(key)}
+        missing -= fresh
+        unexpected = set(weights) - set(expected)
+        reshaped = {
+            f'{key} {tuple(weights[key].shape)} vs {tuple(expected[key].shape)}'
+            for key in set(weights) & set(expected)
+            if tuple(weights[key].shape) != tuple(expected[key].shape)}
+        name = type(module).__name__
+        if missing or reshaped:
+            problems = []
+            if missing:
+                problems.append(f'{len(missing)} missing: {_listed(missing)}')
+            if reshaped:
+                problems.append(f'{len(reshaped)} of another shape: '
+                                f'{_listed(reshaped)}')
+            raise CheckpointError(
+                f'backbone weights {self.checkpoint!r} (prefix '
+                f'{self.prefix!r}) do not fit {name}: ' + '; '.join(problems) +
+                '; use the backbone the weights were trained with (SparK '
+                'ResNet is a plain ResNet: type=ResNet, not ResNetV1c) and '
+                "prefix='backbone.' for a full pretraining checkpoint")
+        module.load_state_dict(
+            {key: value for key, value in weights.items() if key in expected},
+            strict=False)
+        for key in fresh:
+            with torch.no_grad():
+                parameter = module.get_parameter(key)
+                parameter.fill_(1.0 if key.endswith('weight') else 0.0)
+        # The loaded weights are final: submodules' own init_weights, which
+        # mmengine runs after a non-'Pretrained' init_cfg, must not redo them.
+        for sub in module.modules():
+            if sub is not module and hasattr(sub, '_is_init'):
+                sub._is_init = True
+
+        loaded = len(set(weights) & set(expected))
+        logger = MMLogger.get_current_instance()
+        logger.info(
+            f'CheckedPretrained: {name} loaded from {self.checkpoint} (prefix '
+            f'{self.prefix!r}): {loaded} of {len(expected)} tensors, 0 missing'
+            + (f', {len(unexpected)} unused: {_listed(unexpected)}'
+               if unexpected else ', 0 unused'))
+        if fresh:
+            logger.info(
+                f'CheckedPretrained: {_listed(fresh, limit=8)} not in the '
+                'checkpoint, initialised fresh (weight 1, bias 0): the '
+                'per-stage output LayerNorms of ConvNeXt, which SparK '
+                'pretraining does not train (its encoder feeds raw stage '
+                'outputs to the decoder)')
