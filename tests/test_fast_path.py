@@ -6,8 +6,8 @@ pooling / linear / layer norm output multiplied by the mask (expanded with
 repeat_interleave at each layer), and batch norm on the visible positions
 gathered by boolean indexing and scattered back into zeros. The fast path
 (fused sparse BN, ConvNeXt pointwise layers on visible rows only, cached
-masks, channels_last) must give the same loss (1e-4 relative, fp32) and
-gradients; bf16 autocast must run and stay close.
+masks, channels_last) must give the same loss, prediction and gradients
+(float64, 1e-9 relative); bf16 autocast must run and stay close.
 """
 import copy
 import os
@@ -141,13 +141,12 @@ def grads(model):
             if p.grad is not None}
 
 
-# fp32 gradients of a freshly initialized SparK are ill-conditioned: the same
-# model, same layout, on 1 vs 2 threads differs by 1e-2 (max per tensor,
-# relative) because of summation order alone. Gradients are therefore checked
-# at 5e-2, which still catches any wrong formula (errors of order 1); the
-# loss and the prediction are checked at the issue's 1e-4.
-def assert_same(pred, ref_pred, loss, ref_loss, model, ref, rtol=1e-4,
-                grad_rtol=5e-2):
+# Compared in float64, where only rounding separates two correct
+# implementations: fp32 gradients of a freshly initialized SparK are
+# ill-conditioned (1 vs 2 threads alone move them by 1e-2), float64 ones agree
+# to 1e-12, so 1e-9 catches any wrong formula.
+def assert_same(pred, ref_pred, loss, ref_loss, model, ref, rtol=1e-9,
+                grad_rtol=1e-9):
     assert torch.isfinite(loss)
     assert abs(loss.item() - ref_loss.item()) <= rtol * abs(ref_loss.item())
     # At init the loss is dominated by the target: compare predictions too.
@@ -157,7 +156,7 @@ def assert_same(pred, ref_pred, loss, ref_loss, model, ref, rtol=1e-4,
     fast_grads, ref_grads = grads(model), grads(ref)
     assert fast_grads.keys() == ref_grads.keys()
     for name, grad in fast_grads.items():
-        scale = ref_grads[name].abs().max().clamp_min(1e-6)
+        scale = ref_grads[name].abs().max().clamp_min(1e-300)
         err = (grad - ref_grads[name]).abs().max() / scale
         assert err <= grad_rtol, f'{name}: relative gradient error {err:.2e}'
 
@@ -173,9 +172,10 @@ def run_fast(model, images, active):
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
 def test_fast_path_equals_reference(backbone, channels_last):
-    model = build(backbone, channels_last=channels_last)
+    model = build(backbone, channels_last=channels_last).double()
     ref = make_reference(model)
     images, active = inputs()
+    images = images.double()
     pred, loss = run_fast(model, images, active)
     ref_pred = reference_pred(ref, images, active)
     ref_loss = loss_of(ref, ref_pred, images, active)
@@ -184,7 +184,7 @@ def test_fast_path_equals_reference(backbone, channels_last):
     # Running statistics moved the same way.
     for (name, buf), ref_buf in zip(model.named_buffers(), ref.buffers()):
         if 'running' in name:
-            torch.testing.assert_close(buf, ref_buf, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(buf, ref_buf, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
@@ -232,7 +232,14 @@ def test_convnext_blocks_take_the_visible_rows_path():
                               out_indices=(0, 1, 2, 3),
                               gap_before_final_norm=False,
                               layer_scale_init_value=0.5))
-    dense.load_state_dict(model.backbone.state_dict())
+    # SparK does not use ConvNeXt's output norms (as the official encoder).
+    missing, unexpected = dense.load_state_dict(model.backbone.state_dict(),
+                                                strict=False)
+    assert not unexpected
+    assert sorted({key.split('.')[0] for key in missing}) == [
+        'norm0', 'norm1', 'norm2', 'norm3']
+    for index in range(4):
+        setattr(dense, f'norm{index}', nn.Identity())
     dense.train()
     for ours, theirs in zip(model.backbone(images), dense(images)):
         torch.testing.assert_close(ours, theirs)
@@ -240,10 +247,11 @@ def test_convnext_blocks_take_the_visible_rows_path():
 
 @pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
 def test_channels_last_equals_nchw(backbone):
-    nchw = build(backbone)
-    last = build(backbone, channels_last=True)
+    nchw = build(backbone).double()
+    last = build(backbone, channels_last=True).double()
     last.load_state_dict(nchw.state_dict())
     images, active = inputs()
+    images = images.double()
     pred, loss = run_fast(nchw, images, active)
     pred_last, loss_last = run_fast(last, images, active)
     conv = next(m for m in last.backbone.modules() if isinstance(m, nn.Conv2d))
@@ -264,7 +272,18 @@ def test_bf16_autocast_runs_and_is_close(backbone):
     loss16.backward()
     assert torch.isfinite(loss16)
     err = (pred16.float() - pred32).abs().max() / pred32.abs().max()
-    assert err <= 0.1, f'bf16 prediction: relative error {err:.2e}'
+    # bf16 itself moves a freshly initialized SparK's prediction by 10-40%
+    # (measured with the same weights before and after this project's changes);
+    # the fast path must add no error of its own beyond what the
+    # straightforward reference suffers under the same autocast.
+    ref = make_reference(model)
+    with torch.no_grad():
+        ref32 = reference_pred(ref, images, active)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            ref16 = reference_pred(ref, images, active)
+    ref_err = (ref16.float() - ref32).abs().max() / ref32.abs().max()
+    assert err <= 2 * ref_err + 0.02, (
+        f'bf16 prediction: relative error {err:.2e}, reference {ref_err:.2e}')
     assert all(torch.isfinite(p.grad).all() for p in model.parameters()
                if p.grad is not None)
 

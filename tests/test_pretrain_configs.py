@@ -24,10 +24,12 @@ def test_r50_holds_the_official_recipe():
     assert optimizer.lr == pytest.approx(2e-4 * 4096 / 256)
     assert optimizer.betas == (0.9, 0.95) and optimizer.weight_decay == 0.04
     assert cfg.optim_wrapper.clip_grad.max_norm == 5.0
-    warmup, cosine, weight_decay = cfg.param_scheduler
-    assert (warmup.type, warmup.end) == ('LinearLR', 40)
-    assert (cosine.type, cosine.begin, cosine.end) == ('CosineAnnealingLR', 40, 1600)
-    assert (weight_decay.type, weight_decay.eta_min) == ('CosineAnnealingWeightDecay', 0.2)
+    # the official per-iteration formulas (their values: tests/test_fidelity.py)
+    lr, weight_decay = cfg.param_scheduler
+    assert (lr.type, lr.warmup, lr.begin, lr.end) == ('SparKWarmupCosineLR', 40, 0, 1600)
+    assert (weight_decay.type, weight_decay.end_value, weight_decay.end) == (
+        'SparKCosineWeightDecay', 0.2, 1600)
+    assert all(s.by_epoch and s.convert_to_iter_based for s in cfg.param_scheduler)
     assert cfg.train_cfg.max_epochs == 1600
     assert cfg.auto_scale_lr.base_batch_size == 4096
     model = cfg.model
@@ -66,14 +68,14 @@ def test_ablation_configs_flip_one_switch(name, check):
 def test_800_epoch_ablation_rescales_the_schedule():
     cfg = Config.fromfile(os.path.join(CONFIG_DIR, 'ablations', 'convnext_s_800e.py'))
     assert cfg.train_cfg.max_epochs == 800
-    assert [s.end for s in cfg.param_scheduler] == [40, 800, 800]
+    assert [s.end for s in cfg.param_scheduler] == [800, 800]
+    assert cfg.param_scheduler[0].warmup == 40
 
 
 def test_demo_schedule_is_the_recipe_shape_with_its_own_epochs():
     cfg = Config.fromfile(os.path.join(CONFIG_DIR, 'demo_r18.py'))
-    warmup, cosine, weight_decay = cfg.param_scheduler
+    lr, weight_decay = cfg.param_scheduler
     assert cfg.train_cfg.max_epochs == 12
-    assert (warmup.start_factor, warmup.begin, warmup.end) == (1e-2, 0, 1)
-    assert (cosine.T_max, cosine.begin, cosine.end) == (11, 1, 12)
-    assert (weight_decay.T_max, weight_decay.end) == (12, 12)
+    assert (lr.warmup, lr.begin, lr.end) == (1, 0, 12)
+    assert (weight_decay.begin, weight_decay.end) == (0, 12)
     assert all(s.by_epoch and s.convert_to_iter_based for s in cfg.param_scheduler)
