@@ -87,17 +87,28 @@ def convnext_arch(state_dict: Mapping[str, torch.Tensor]) -> dict:
     return dict(depths=depths, channels=channels)
 
 
+def input_channels(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Image channels the weights take (the first convolution's input width)."""
+    for key in ('conv1.weight', 'stem.0.weight', 'stem.0.conv.weight',
+                'downsample_layers.0.0.weight'):
+        if key in state_dict and state_dict[key].dim() == 4:
+            return int(state_dict[key].shape[1])
+    return 3
+
+
 def build_reference(state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     """The dense mmdet/mmpretrain backbone these weights are meant for."""
+    in_channels = input_channels(state_dict)
     if backbone_kind(state_dict) == 'resnet':
         from mmdet.models.backbones import ResNet
         deep_stem = any(key.startswith('stem.') for key in state_dict)
         return ResNet(depth=resnet_depth(state_dict), deep_stem=deep_stem,
-                      out_indices=(0, 1, 2, 3))
+                      in_channels=in_channels, out_indices=(0, 1, 2, 3))
     from mmpretrain.models.backbones import ConvNeXt
     layer_scale = 1e-6 if any(
         key.endswith('.gamma') for key in state_dict) else 0.0
-    return ConvNeXt(arch=convnext_arch(state_dict), out_indices=(0, 1, 2, 3),
+    return ConvNeXt(arch=convnext_arch(state_dict), in_channels=in_channels,
+                    out_indices=(0, 1, 2, 3),
                     gap_before_final_norm=False,
                     layer_scale_init_value=layer_scale)
 

@@ -28,8 +28,8 @@ from spark_mm.export import (CheckpointError, backbone_state_dict,  # noqa: E402
                              save_backbone)
 from spark_mm.export_formats import (backbone_kind, build_reference,  # noqa: E402
                                      check_loads, expected_detectron2_names,
-                                     resnet_depth, save_detectron2,
-                                     to_torchvision)
+                                     input_channels, resnet_depth,
+                                     save_detectron2, to_torchvision)
 
 FORMATS = ('mmdet', 'torchvision', 'detectron2')
 
@@ -81,7 +81,11 @@ def export_torchvision(state_dict, out_dir):
     import torchvision
     weights = to_torchvision(state_dict)
     depth = resnet_depth(weights)
+    in_channels = input_channels(weights)
     model = getattr(torchvision.models, f'resnet{depth}')(weights=None)
+    if in_channels != 3:  # torchvision has no argument for it: swap the stem
+        model.conv1 = torch.nn.Conv2d(in_channels, model.conv1.out_channels, 7,
+                                      2, 3, bias=False)
     counts = check_loads(model, weights, f'torchvision resnet{depth}',
                          allowed_missing=('fc.', ))
     report = (f'[torchvision] resnet{depth}: {counts["missing"]} missing '
@@ -91,7 +95,8 @@ def export_torchvision(state_dict, out_dir):
     except ImportError:
         timm = None
     if timm is not None:
-        model = timm.create_model(f'resnet{depth}', pretrained=False)
+        model = timm.create_model(f'resnet{depth}', pretrained=False,
+                                  in_chans=in_channels)
         counts = check_loads(model, weights, f'timm resnet{depth}',
                              allowed_missing=('fc.', ))
         report += (f'; [timm] resnet{depth}: {counts["missing"]} missing '

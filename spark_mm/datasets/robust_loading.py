@@ -1,19 +1,76 @@
-"""Image loading that survives an unreadable file in a large dataset.
+"""Image loading for real-world folders: any channel count, unreadable files.
 
 One corrupt JPEG among a million should cost one warning, not a crashed run
 hours into an epoch. :class:`LoadImageOrSkip` returns ``None`` for a file that
 cannot be read or decoded; mmengine's ``BaseDataset`` then draws another
 sample in its place (training mode; at test time a ``None`` still fails).
+
+A folder may also mix grayscale, RGB and RGBA files while the model takes a
+fixed number of channels: ``channels=N`` brings every image to N channels
+(:func:`to_channels`) or refuses it with a message naming the file.
 """
+from typing import Optional
+
+import cv2
+import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
 
 from ..registry import TRANSFORMS
 
 
+def to_channels(img: np.ndarray, channels: int, path: str = '') -> np.ndarray:
+    """``img`` (H, W) or (H, W, C), colour order BGR(A), as (H, W, channels).
+
+    Gray is repeated to any count; BGR(A) becomes gray for 1 channel; the
+    alpha channel is dropped for 3. Other combinations raise ``ValueError``.
+    """
+    if img.ndim == 2:
+        img = img[..., None]
+    have = img.shape[2]
+    if have == channels:
+        return img
+    if have == 1:
+        return np.repeat(img, channels, axis=2)
+    if channels == 1 and have in (3, 4):
+        return cv2.cvtColor(np.ascontiguousarray(img[..., :3]),
+                            cv2.COLOR_BGR2GRAY)[..., None]
+    if channels == 3 and have == 4:
+        return np.ascontiguousarray(img[..., :3])
+    raise ValueError(f'{path or "image"} has {have} channels; the model takes '
+                     f'{channels} (only gray, BGR and BGRA files are converted)')
+
+
 @TRANSFORMS.register_module()
-class LoadImageOrSkip(LoadImageFromFile):
-    """``LoadImageFromFile`` (same arguments) that skips unreadable images.
+class LoadImageChannels(LoadImageFromFile):
+    """``LoadImageFromFile`` (same arguments) with a fixed channel count.
+
+    Args:
+        channels: None keeps ``LoadImageFromFile``'s behaviour (``color_type``
+            decides, 3 channels by default). 3 reads every file as BGR (gray
+            repeated, alpha dropped); any other N reads the file unchanged
+            (bit depth kept) and converts it with :func:`to_channels`.
+    """
+
+    def __init__(self, channels: Optional[int] = None, **kwargs):
+        if channels is not None:
+            if channels < 1:
+                raise ValueError(f'channels must be >= 1, got {channels}')
+            kwargs['color_type'] = 'color' if channels == 3 else 'unchanged'
+        super().__init__(**kwargs)
+        self.channels = channels
+
+    def transform(self, results: dict) -> Optional[dict]:
+        results = super().transform(results)
+        if results is not None and self.channels is not None:
+            results['img'] = to_channels(results['img'], self.channels,
+                                         results.get('img_path', ''))
+        return results
+
+
+@TRANSFORMS.register_module()
+class LoadImageOrSkip(LoadImageChannels):
+    """``LoadImageChannels`` (same arguments) that skips unreadable images.
 
     Each skipped file gets a warning naming it and the running count of this
     process (``num_skipped``; every dataloader worker counts its own).

@@ -110,6 +110,7 @@ class SparK(BaseSelfSupervisor):
 
         if isinstance(neck, dict):
             neck = dict(neck, upsample_ratio=self.total_stride)
+            neck.setdefault('out_channels', in_channels)  # predict every input channel
         neck = _build(neck)
         if mask_generator is None:
             mask_generator = dict(type='RandomPatchMasker', mask_ratio=mask_ratio)
