@@ -356,3 +356,33 @@ def test_drop_path_rates_per_block_match_the_official_encoders():
     convnext_rates = [float(getattr(block.drop_path, 'drop_prob', 0.0)) for block in blocks]
     expected = torch.linspace(0, 0.2, 36).tolist()
     assert convnext_rates == pytest.approx(expected, abs=1e-7)
+
+
+# ---- the optimizer step: timm's LAMB with max_grad_norm=5 (official main.py) --------
+def test_lamb_step_equals_timm_lamb_with_the_official_clip():
+    timm_optim = pytest.importorskip('timm.optim')
+    cfg = Config.fromfile('configs/spark/r50_pretrain.py')
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1)).double()
+    reference = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8),
+                              nn.Conv2d(8, 4, 1)).double()
+    reference.load_state_dict(model.state_dict())
+    init_default_scope('spark_mm')
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    lr = cfg.optim_wrapper.optimizer.lr
+    no_decay = [p for n, p in reference.named_parameters() if official_no_decay(n, p)]
+    decay = [p for n, p in reference.named_parameters() if not official_no_decay(n, p)]
+    timm_lamb = timm_optim.Lamb([dict(params=decay, weight_decay=0.04),
+                                 dict(params=no_decay, weight_decay=0.0)],
+                                lr=lr, betas=(0.9, 0.95), max_grad_norm=5.0)
+    images = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for step in range(3):
+        for net in (model, reference):
+            net.zero_grad()
+            (net(images).square().sum() * 100).backward()  # gradient norm >> 5
+        total_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
+        assert total_norm > 5
+        optim_wrapper.step()
+        timm_lamb.step()
+        for (name, ours), theirs in zip(model.named_parameters(), reference.parameters()):
+            assert relative_error(ours, theirs) <= 1e-9, (step, name)

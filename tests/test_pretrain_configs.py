@@ -23,7 +23,8 @@ def test_r50_holds_the_official_recipe():
     assert optimizer.type == 'Lamb'
     assert optimizer.lr == pytest.approx(2e-4 * 4096 / 256)
     assert optimizer.betas == (0.9, 0.95) and optimizer.weight_decay == 0.04
-    assert cfg.optim_wrapper.clip_grad.max_norm == 5.0
+    # clipped once, at 5, inside LAMB (lamb step: tests/test_fidelity.py)
+    assert optimizer.max_grad_norm == 5.0 and 'clip_grad' not in cfg.optim_wrapper
     # the official per-iteration formulas (their values: tests/test_fidelity.py)
     lr, weight_decay = cfg.param_scheduler
     assert (lr.type, lr.warmup, lr.begin, lr.end) == ('SparKWarmupCosineLR', 40, 0, 1600)

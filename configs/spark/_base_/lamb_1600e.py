@@ -1,5 +1,5 @@
 # The official SparK schedule: LAMB, lr 2e-4 per 256 images, betas (0.9, 0.95),
-# weight decay 0.04 -> 0.2 (cosine), 40 warm-up epochs, cosine lr, clip 5;
+# weight decay 0.04 -> 0.2 (cosine), 40 warm-up epochs, cosine lr, clip 5 (in LAMB);
 # lr and weight decay move per iteration by the official formulas
 # (pretrain/utils/lr_control.py, see spark_mm/engine/schedulers.py).
 # A config with other epoch numbers calls spark_param_scheduler with them: this
@@ -15,9 +15,11 @@ warmup_epochs = 40
 
 optim_wrapper = dict(
     type='OptimWrapper',
+    # Gradients are clipped to a global norm of 5 inside LAMB, as the official
+    # timm-style LAMB(max_grad_norm=5.0) (pretrain/main.py); mmpretrain's Lamb
+    # would clip at its default 1.0 otherwise. No second clip by the wrapper.
     optimizer=dict(type='Lamb', lr=2e-4 * global_batch_size / 256,
-                   betas=(0.9, 0.95), weight_decay=0.04),
-    clip_grad=dict(max_norm=5.0),
+                   betas=(0.9, 0.95), weight_decay=0.04, max_grad_norm=5.0),
     # No weight decay on every 1-D parameter and every bias, nor on the mask
     # tokens, position embeddings and layer scales (official
     # pretrain/utils/lr_control.py get_param_groups, nowd_keys of main.py).
