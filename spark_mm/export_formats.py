@@ -1,25 +1,38 @@
 """Backbone weights in the naming of other toolboxes, checked against the real models.
 
-The SparK encoder keeps the dense backbone's names (mmpretrain/mmdet), see
-:mod:`spark_mm.export`. From there:
+The weights arrive in canonical naming (:mod:`spark_mm.export_sources`):
+torchvision's for ResNet, mmpretrain's for ConvNeXt. From there:
 
 * mmdet / mmpretrain: the names as they are; checked by loading into mmdet's
-  ``ResNet`` (or mmpretrain's ``ConvNeXt``) with zero missing and zero
-  unexpected keys.
-* torchvision / timm: a pytorch-style ResNet already uses torchvision's names
-  (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``); timm's
+  ``ResNet`` (or mmpretrain's ``ConvNeXt``, which mmdet uses as
+  ``mmpretrain.ConvNeXt``). A ConvNeXt built with ``out_indices`` has one
+  output LayerNorm per stage (``norm0..norm3``); SparK does not pretrain them
+  (the official encoder feeds the raw stage outputs to its decoder), so they
+  are absent and the downstream model initialises them (weight 1, bias 0),
+  as the official SparK/ConvNeXt detection code does. Every other key must
+  load.
+* torchvision / timm ResNet: a pytorch-style ResNet already uses
+  torchvision's names (``conv1``, ``bn1``, ``layer1.0.downsample.0``); timm's
   ``ResNet`` uses the same ones. Only ``fc.*`` is absent.
+* timm ConvNeXt: ``stem.0/1``, ``stages.i.downsample.0/1``,
+  ``stages.i.blocks.j.{conv_dw,norm,mlp.fc1,mlp.fc2,gamma}``; only the
+  classifier head's ``head.norm`` is absent.
 * Detectron2: ``stem.conv1`` / ``stem.conv1.norm``, ``res2..res5`` for
   ``layer1..layer4``, ``convK.norm`` for ``bnK``, ``shortcut`` /
   ``shortcut.norm`` for ``downsample.0/1``, values as numpy arrays in a pickle
   ``{'model': ..., '__author__': ..., 'matching_heuristics': True}`` (the
-  format the official SparK Detectron2 route reads).
+  format the official SparK Detectron2 route reads; ResNet only).
+
+Every ``prepare_*`` builds the real target model, loads the weights into it
+and reports the missing/unexpected keys of that load, before anything is
+written.
 """
 import os
 import pickle
 import re
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -31,25 +44,33 @@ RESNET_DEPTHS = {  # depth -> (bottleneck, blocks per stage)
     50: (True, (3, 4, 6, 3)),
     101: (True, (3, 4, 23, 3)),
     152: (True, (3, 8, 36, 3)),
+    200: (True, (3, 24, 36, 3)),  # timm only
 }
+# depths that mmdet/mmpretrain, torchvision and Detectron2 can build
+STANDARD_DEPTHS = (18, 34, 50, 101, 152)
 _BLOCK = re.compile(r'^layer(\d)\.(\d+)\.')
 _CONVNEXT_BLOCK = re.compile(r'^stages\.(\d)\.(\d+)\.')
+CONVNEXT_STAGE_NORM = re.compile(r'^norm([0-3])\.(weight|bias)$')
+STAGE_NORM_NOTE = ('absent: initialised fresh by the downstream model '
+                   '(weight 1, bias 0), as in the official SparK/ConvNeXt '
+                   'detection code')
+_NOTHING = re.compile(r'(?!)')
 
 
 def backbone_kind(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """'resnet' or 'convnext', from the parameter names."""
+    """'resnet' or 'convnext', from canonical parameter names."""
     if any(key.startswith('downsample_layers.') for key in state_dict):
         return 'convnext'
     if any(_BLOCK.match(key) for key in state_dict):
         return 'resnet'
     raise CheckpointError(
         f'unrecognised backbone (first keys: {list(state_dict)[:5]}); '
-        'export supports ResNet (mmpretrain/mmdet naming) and mmpretrain '
-        'ConvNeXt, pass a SparK checkpoint of one of those')
+        'export supports ResNet and ConvNeXt, pass a SparK checkpoint of one '
+        'of those')
 
 
 def resnet_depth(state_dict: Mapping[str, torch.Tensor]) -> int:
-    """Depth (18/34/50/101/152) of a ResNet state dict, from its block counts."""
+    """Depth (18 .. 200) of a ResNet state dict, from its block counts."""
     blocks = [0, 0, 0, 0]
     for key in state_dict:
         match = _BLOCK.match(key)
@@ -87,30 +108,45 @@ def convnext_arch(state_dict: Mapping[str, torch.Tensor]) -> dict:
     return dict(depths=depths, channels=channels)
 
 
-def input_channels(state_dict: Mapping[str, torch.Tensor]) -> int:
-    """Image channels the weights take (the first convolution's input width)."""
-    for key in ('conv1.weight', 'stem.0.weight', 'stem.0.conv.weight',
-                'downsample_layers.0.0.weight'):
-        if key in state_dict and state_dict[key].dim() == 4:
-            return int(state_dict[key].shape[1])
-    return 3
+def _convnext_options(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    return dict(layer_scale=any(key.endswith('.gamma') and '.grn.' not in key
+                                for key in state_dict),
+                grn=any('.grn.' in key for key in state_dict))
+
+
+def _is_deep_stem(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return any(key.startswith('stem.') for key in state_dict)
 
 
 def build_reference(state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-    """The dense mmdet/mmpretrain backbone these weights are meant for."""
-    in_channels = input_channels(state_dict)
+    """The dense mmdet/mmpretrain backbone these (canonical) weights are for."""
     if backbone_kind(state_dict) == 'resnet':
+        depth = resnet_depth(state_dict)
+        if depth not in STANDARD_DEPTHS:
+            raise CheckpointError(
+                f'mmdet/mmpretrain ResNet has no depth {depth} (only '
+                f'{", ".join(map(str, STANDARD_DEPTHS))}); export ResNet-'
+                f'{depth} with --formats timm')
         from mmdet.models.backbones import ResNet
-        deep_stem = any(key.startswith('stem.') for key in state_dict)
-        return ResNet(depth=resnet_depth(state_dict), deep_stem=deep_stem,
-                      in_channels=in_channels, out_indices=(0, 1, 2, 3))
+        return ResNet(depth=depth, deep_stem=_is_deep_stem(state_dict),
+                      out_indices=(0, 1, 2, 3))
     from mmpretrain.models.backbones import ConvNeXt
-    layer_scale = 1e-6 if any(
-        key.endswith('.gamma') for key in state_dict) else 0.0
-    return ConvNeXt(arch=convnext_arch(state_dict), in_channels=in_channels,
-                    out_indices=(0, 1, 2, 3),
+    options = _convnext_options(state_dict)
+    return ConvNeXt(arch=convnext_arch(state_dict), out_indices=(0, 1, 2, 3),
                     gap_before_final_norm=False,
-                    layer_scale_init_value=layer_scale)
+                    layer_scale_init_value=1e-6 if options['layer_scale']
+                    else 0.0, use_grn=options['grn'])
+
+
+def build_timm_convnext(state_dict: Mapping[str, torch.Tensor]
+                        ) -> torch.nn.Module:
+    """timm's ``ConvNeXt`` of the architecture of canonical ConvNeXt weights."""
+    from timm.models.convnext import ConvNeXt
+    arch, options = convnext_arch(state_dict), _convnext_options(state_dict)
+    return ConvNeXt(depths=tuple(arch['depths']), dims=tuple(arch['channels']),
+                    num_classes=0,
+                    ls_init_value=1e-6 if options['layer_scale'] else None,
+                    use_grn=options['grn'])
 
 
 def compare_keys(model: torch.nn.Module,
@@ -135,16 +171,21 @@ def _short(keys: List[str], limit: int = 8) -> str:
 
 
 def check_loads(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
-                what: str, allowed_missing: Tuple[str, ...] = ()
-                ) -> Dict[str, int]:
-    """Load strictly (up to ``allowed_missing`` prefixes); raise a one-line error.
+                what: str, fresh: re.Pattern = _NOTHING) -> Dict[str, list]:
+    """Load into ``model``; raise a one-line error unless everything fits.
 
-    Returns the counts of missing (allowed ones included), unexpected and
-    shape-mismatched keys.
+    Only missing keys matching ``fresh`` (what the target initialises itself)
+    are accepted. Returns the missing and unexpected keys reported by the
+    real ``load_state_dict`` (shapes are checked first: torch refuses them
+    even when not strict).
     """
     missing, unexpected, mismatched = compare_keys(model, state_dict)
-    bad_missing = [key for key in missing
-                   if not key.startswith(allowed_missing)]
+    bad_missing = [key for key in missing if not fresh.match(key)]
+    if not (bad_missing or unexpected or mismatched):
+        result = model.load_state_dict(state_dict, strict=False)
+        missing, unexpected = list(result.missing_keys), list(
+            result.unexpected_keys)
+        bad_missing = [key for key in missing if not fresh.match(key)]
     if bad_missing or unexpected or mismatched:
         parts = []
         if bad_missing:
@@ -158,17 +199,45 @@ def check_loads(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
             '. Export from a complete SparK checkpoint of this backbone '
             '(tools/export_backbone.py CKPT), or pass --prefix if its keys '
             'are not under "backbone."')
-    model.load_state_dict(state_dict, strict=not missing)
-    return dict(missing=len(missing), unexpected=0, mismatched=0)
+    return dict(missing=missing, unexpected=unexpected)
+
+
+def _load_summary(counts: Dict[str, list]) -> str:
+    missing = counts['missing']
+    listed = f' ({_short(missing)})' if missing else ''
+    return (f'{len(missing)} missing{listed}, {len(counts["unexpected"])} '
+            'unexpected keys')
+
+
+def _stage_norm_note(missing: List[str]) -> List[str]:
+    stages = sorted({int(CONVNEXT_STAGE_NORM.match(key).group(1))
+                     for key in missing if CONVNEXT_STAGE_NORM.match(key)})
+    if not stages:
+        return []
+    if stages == list(range(stages[0], stages[-1] + 1)) and len(stages) > 1:
+        names = f'norm{stages[0]}..norm{stages[-1]}'
+    else:
+        names = ', '.join(f'norm{stage}' for stage in stages)
+    return [f'{names} {STAGE_NORM_NOTE}']
 
 
 def _require_resnet(state_dict: Mapping[str, torch.Tensor], target: str):
-    if backbone_kind(state_dict) != 'resnet' or any(
-            key.startswith('stem.') for key in state_dict):
+    if backbone_kind(state_dict) != 'resnet':
+        raise CheckpointError(
+            f'{target} format is for ResNet and this checkpoint holds a '
+            'ConvNeXt; export a ConvNeXt with --formats mmdet timm')
+    if _is_deep_stem(state_dict):
         raise CheckpointError(
             f'{target} naming is defined for pytorch-style ResNet only (this '
-            'backbone is a ConvNeXt or a deep-stem ResNet); export it with '
-            '--formats mmdet')
+            'is a deep-stem ResNet); export it with --formats mmdet')
+
+
+def _require_depth(depth: int, target: str, depths=STANDARD_DEPTHS):
+    if depth not in depths:
+        raise CheckpointError(
+            f'{target} has no ResNet-{depth} (only '
+            f'{", ".join(map(str, depths))}); export ResNet-{depth} with '
+            '--formats timm')
 
 
 def to_torchvision(state_dict: Mapping[str, torch.Tensor]
@@ -176,6 +245,24 @@ def to_torchvision(state_dict: Mapping[str, torch.Tensor]
     """torchvision/timm ResNet naming: identical for pytorch-style ResNet."""
     _require_resnet(state_dict, 'torchvision')
     return OrderedDict((key, value) for key, value in state_dict.items())
+
+
+def to_timm_convnext(state_dict: Mapping[str, torch.Tensor]
+                     ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
+    """timm ConvNeXt naming of canonical (mmpretrain) ConvNeXt weights.
+
+    Returns the renamed weights and the canonical keys timm has no place for
+    (mmpretrain's per-stage output norms); unknown keys keep their name, so
+    that the load check reports them.
+    """
+    from .export_sources import CONVNEXT_TIMM
+    renamed, left_out = OrderedDict(), []
+    for key, value in state_dict.items():
+        if CONVNEXT_STAGE_NORM.match(key):
+            left_out.append(key)
+            continue
+        renamed[CONVNEXT_TIMM.from_canonical(key) or key] = value
+    return renamed, left_out
 
 
 def detectron2_name(key: str) -> str:
@@ -200,14 +287,32 @@ def to_detectron2(state_dict: Mapping[str, torch.Tensor]) -> dict:
             'matching_heuristics': True}
 
 
-def save_detectron2(state_dict: Mapping[str, torch.Tensor], path: str) -> str:
-    """Write :func:`to_detectron2`'s dict as a pickle, atomically."""
+def _atomic_write(path: str, write: Callable[[str], None]) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp_path = f'{path}.tmp.{os.getpid()}'
-    with open(tmp_path, 'wb') as f:
-        pickle.dump(to_detectron2(state_dict), f)
-    os.replace(tmp_path, path)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
     return path
+
+
+def _pickle_to(payload) -> Callable[[str], None]:
+    def write(path: str):
+        with open(path, 'wb') as f:
+            pickle.dump(payload, f)
+    return write
+
+
+def _torch_save_to(payload) -> Callable[[str], None]:
+    return lambda path: torch.save(payload, path)
+
+
+def save_detectron2(state_dict: Mapping[str, torch.Tensor], path: str) -> str:
+    """Write :func:`to_detectron2`'s dict as a pickle, atomically."""
+    return _atomic_write(path, _pickle_to(to_detectron2(state_dict)))
 
 
 def expected_detectron2_names(depth: int) -> List[str]:
@@ -227,3 +332,121 @@ def expected_detectron2_names(depth: int) -> List[str]:
                 names.append(prefix + 'shortcut.weight')
                 names += [f'{prefix}shortcut.norm.{n}' for n in norm]
     return names
+
+
+# ------------------------------------------------------------------ targets
+@dataclass
+class Prepared:
+    """One target's file, checked, not yet written."""
+    fmt: str
+    filename: str
+    report: str                       # '[fmt] what: counts' (path appended)
+    write: Callable[[str], None]      # writes the file at a given path
+    notes: List[str] = field(default_factory=list)
+
+    def save(self, out_dir: str) -> str:
+        return _atomic_write(os.path.join(out_dir, self.filename), self.write)
+
+
+def prepare_mmdet(weights: Mapping[str, torch.Tensor],
+                  meta: Optional[dict] = None) -> Prepared:
+    """mmdet/mmpretrain naming (``init_cfg=dict(type='Pretrained', ...)``)."""
+    model = build_reference(weights)
+    name = f'{type(model).__module__}.{type(model).__name__}'
+    is_convnext = backbone_kind(weights) == 'convnext'
+    counts = check_loads(model, weights, f'mmdet/mmpretrain '
+                         f'{type(model).__name__}',
+                         fresh=CONVNEXT_STAGE_NORM if is_convnext
+                         else _NOTHING)
+    payload = {'state_dict': OrderedDict(weights),
+               'meta': dict(meta or {}, backbone=type(model).__name__)}
+    return Prepared(
+        'mmdet', 'backbone_mmdet.pth',
+        f'[mmdet] {name}: {_load_summary(counts)} ({len(weights)} tensors)',
+        _torch_save_to(payload), _stage_norm_note(counts['missing']))
+
+
+def prepare_torchvision(weights: Mapping[str, torch.Tensor]) -> Prepared:
+    """A plain state dict for ``torchvision.models.resnetXX()``."""
+    import torchvision
+    renamed = to_torchvision(weights)
+    depth = resnet_depth(renamed)
+    _require_depth(depth, 'torchvision')
+    model = getattr(torchvision.models, f'resnet{depth}')(weights=None)
+    counts = check_loads(model, renamed, f'torchvision resnet{depth}',
+                         fresh=re.compile(r'^fc\.'))
+    return Prepared(
+        'torchvision', 'backbone_torchvision.pth',
+        f'[torchvision] resnet{depth}: {_load_summary(counts)}',
+        _torch_save_to(renamed))
+
+
+def prepare_timm(weights: Mapping[str, torch.Tensor]) -> Prepared:
+    """A plain state dict for timm's ``resnetXX`` or ``ConvNeXt``."""
+    import timm
+    if backbone_kind(weights) == 'resnet':
+        renamed = to_torchvision(weights)
+        depth = resnet_depth(renamed)
+        model = timm.create_model(f'resnet{depth}', pretrained=False)
+        counts = check_loads(model, renamed, f'timm resnet{depth}',
+                             fresh=re.compile(r'^fc\.'))
+        return Prepared('timm', 'backbone_timm.pth',
+                        f'[timm] resnet{depth}: {_load_summary(counts)}',
+                        _torch_save_to(renamed))
+    renamed, left_out = to_timm_convnext(weights)
+    model = build_timm_convnext(weights)
+    arch = convnext_arch(weights)
+    counts = check_loads(model, renamed, 'timm ConvNeXt',
+                         fresh=re.compile(r'^head\.norm\.'))
+    notes = []
+    if any(key.startswith('head.norm.') for key in counts['missing']):
+        notes.append('head.norm absent: the norm of timm\'s classifier head, '
+                     'not used by the stage features (forward_features, '
+                     'features_only); initialised fresh (weight 1, bias 0)')
+    if left_out:
+        notes.append(f'{_short(left_out)} not written: timm\'s ConvNeXt has '
+                     'no per-stage output norms')
+    return Prepared(
+        'timm', 'backbone_timm.pth',
+        f'[timm] ConvNeXt(depths={tuple(arch["depths"])}, '
+        f'dims={tuple(arch["channels"])}): {_load_summary(counts)}',
+        _torch_save_to(renamed), notes)
+
+
+def prepare_detectron2(weights: Mapping[str, torch.Tensor]) -> Prepared:
+    """Detectron2 ``MODEL.WEIGHTS`` pickle (ResNet)."""
+    _require_resnet(weights, 'Detectron2')
+    depth = resnet_depth(weights)
+    _require_depth(depth, 'Detectron2')
+    payload = to_detectron2(weights)
+    names, expected = set(payload['model']), set(
+        expected_detectron2_names(depth))
+    if names != expected:
+        raise CheckpointError(
+            f'Detectron2 names differ from ResNet-{depth}: missing '
+            f'{sorted(expected - names)[:8]}, unexpected '
+            f'{sorted(names - expected)[:8]}; the checkpoint is truncated or '
+            'holds other keys')
+    settings = f'MODEL.RESNETS.DEPTH {depth}, STRIDE_IN_1X1 False'
+    if not RESNET_DEPTHS[depth][0]:
+        settings += ', RES2_OUT_CHANNELS 64'
+    return Prepared(
+        'detectron2', 'backbone_detectron2.pkl',
+        f'[detectron2] ResNet-{depth}: {len(names)} tensors with Detectron2 '
+        f'names (stem.*, res2..res5.*; {settings})',
+        _pickle_to(payload))
+
+
+PREPARE = {'mmdet': prepare_mmdet, 'torchvision': prepare_torchvision,
+           'timm': prepare_timm, 'detectron2': prepare_detectron2}
+
+
+def default_formats(weights: Mapping[str, torch.Tensor]) -> Tuple[str, ...]:
+    """Every format the backbone fits."""
+    if backbone_kind(weights) == 'convnext':
+        return ('mmdet', 'timm')
+    if _is_deep_stem(weights):
+        return ('mmdet', )
+    if resnet_depth(weights) not in STANDARD_DEPTHS:
+        return ('timm', )
+    return ('mmdet', 'torchvision', 'timm', 'detectron2')

@@ -1,21 +1,29 @@
-"""Export the backbone of a SparK checkpoint for downstream toolboxes.
+"""Turn any SparK checkpoint into backbone weights for downstream toolboxes.
 
+    python tools/export_backbone.py res50_1kpretrained_timm_style.pth --out-dir export
     python tools/export_backbone.py work_dirs/spark_r50/epoch_1600.pth \
         --out-dir work_dirs/spark_r50/export --formats mmdet torchvision detectron2
 
-Writes, for each format, a file that is loaded back into the real target
-model and checked before this tool reports success:
+Sources (autodetected, or ``--source``): the official SparK releases
+(ResNet ``*_1kpretrained_timm_style.pth``, ConvNeXt
+``*_1kpretrained_official_style.pth``, also wrapped in ``module`` /
+``state_dict`` / ``model``, with ``module.`` prefixes or extra entries, and the
+``*_withdecoder_*_spark_style.pth`` files), mmpretrain 1.2.0's SparK
+checkpoints, and this project's checkpoints and ``backbone.pth`` files.
 
-* ``backbone_mmdet.pth``: mmdet/mmpretrain naming, for
-  ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (ResNet or ConvNeXt);
-  0 missing and 0 unexpected keys required.
-* ``backbone_torchvision.pth``: a plain state dict for
-  ``torchvision.models.resnetXX()`` / ``timm.create_model('resnetXX')``;
-  only ``fc.*`` may be missing.
-* ``backbone_detectron2.pkl``: Detectron2 ``MODEL.WEIGHTS`` (ResNet only).
+Targets, each loaded into the real model before anything is written:
 
-A checkpoint that does not match (truncated, other model, wrong prefix) ends
-with one line listing the offending keys and exit status 1.
+* ``backbone_mmdet.pth`` (``mmdet``): mmdet/mmpretrain ``ResNet`` or
+  mmpretrain ``ConvNeXt`` naming, for ``init_cfg=dict(type='Pretrained',
+  checkpoint=...)``;
+* ``backbone_torchvision.pth`` (``torchvision``): ``torchvision.models.resnetXX``;
+* ``backbone_timm.pth`` (``timm``): ``timm`` ``resnetXX`` or ``ConvNeXt``;
+* ``backbone_detectron2.pkl`` (``detectron2``): Detectron2 ``MODEL.WEIGHTS``
+  (ResNet).
+
+The report's counts come from that load. A checkpoint that cannot be read or
+does not fit ends with one line naming the problem and exit status 1, and
+writes nothing.
 """
 import argparse
 import os
@@ -24,133 +32,94 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from spark_mm.export import (CheckpointError, backbone_state_dict,  # noqa: E402
-                             save_backbone)
-from spark_mm.export_formats import (backbone_kind, build_reference,  # noqa: E402
-                                     check_loads, expected_detectron2_names,
-                                     input_channels, resnet_depth,
-                                     save_detectron2, to_torchvision)
+from spark_mm.export import CheckpointError  # noqa: E402
+from spark_mm.export_formats import (PREPARE, backbone_kind,  # noqa: E402
+                                     convnext_arch, default_formats,
+                                     prepare_mmdet, resnet_depth)
+from spark_mm.export_sources import SOURCES, read_backbone  # noqa: E402
 
-FORMATS = ('mmdet', 'torchvision', 'detectron2')
+FORMATS = ('mmdet', 'torchvision', 'timm', 'detectron2')
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Export SparK backbone weights (mmdet, torchvision/timm, '
-        'Detectron2)')
-    parser.add_argument('checkpoint', help='SparK pretraining checkpoint '
-                        '(or a backbone.pth written by the pretraining run)')
+        description='Export SparK backbone weights (mmdet/mmpretrain, '
+        'torchvision, timm, Detectron2) from any SparK checkpoint')
+    parser.add_argument('checkpoint', help='an official SparK release, an '
+                        'mmpretrain SparK checkpoint, or a spark_mm '
+                        'checkpoint / backbone.pth')
     parser.add_argument('--out-dir', help='output folder (default: next to '
                         'the checkpoint)')
     parser.add_argument('--formats', nargs='+', choices=FORMATS,
-                        help='default: all that apply to the backbone '
-                        '(ConvNeXt: mmdet only)')
+                        help='default: every format the backbone fits '
+                        '(ResNet: all; ConvNeXt: mmdet, timm)')
+    parser.add_argument('--source', default='auto',
+                        choices=('auto', ) + SOURCES,
+                        help='what the checkpoint is (default: autodetect)')
     parser.add_argument('--prefix', default=None,
                         help='key prefix of the backbone in the checkpoint '
-                        '(default: "backbone.", or none for a backbone-only '
-                        'file)')
+                        '(default: found: "backbone.", '
+                        '"sparse_encoder.sp_cnn.", or none)')
     return parser.parse_args(argv)
 
 
-def _load(path: str, prefix):
-    if prefix is not None:
-        return backbone_state_dict(path, prefix)
-    try:
-        return backbone_state_dict(path, 'backbone.')
-    except CheckpointError as error:
-        if 'holds no' not in str(error):
-            raise
-        return backbone_state_dict(path, '')
-
-
-def export_mmdet(state_dict, out_dir, source):
-    model = build_reference(state_dict)
-    counts = check_loads(model, state_dict, f'mmdet/mmpretrain '
-                         f'{type(model).__name__}')
-    path = save_backbone(state_dict, osp.join(out_dir, 'backbone_mmdet.pth'),
-                         meta=dict(source=source,
-                                   backbone=type(model).__name__))
-    print(f'[mmdet] {type(model).__module__}.{type(model).__name__}: '
-          f'{counts["missing"]} missing, {counts["unexpected"]} unexpected '
-          f'keys ({len(state_dict)} tensors) -> {path}')
-    return path
-
-
-def export_torchvision(state_dict, out_dir):
-    import torch
-    import torchvision
-    weights = to_torchvision(state_dict)
-    depth = resnet_depth(weights)
-    in_channels = input_channels(weights)
-    model = getattr(torchvision.models, f'resnet{depth}')(weights=None)
-    if in_channels != 3:  # torchvision has no argument for it: swap the stem
-        model.conv1 = torch.nn.Conv2d(in_channels, model.conv1.out_channels, 7,
-                                      2, 3, bias=False)
-    counts = check_loads(model, weights, f'torchvision resnet{depth}',
-                         allowed_missing=('fc.', ))
-    report = (f'[torchvision] resnet{depth}: {counts["missing"]} missing '
-              f'(fc.weight, fc.bias), {counts["unexpected"]} unexpected keys')
-    try:
-        import timm
-    except ImportError:
-        timm = None
-    if timm is not None:
-        model = timm.create_model(f'resnet{depth}', pretrained=False,
-                                  in_chans=in_channels)
-        counts = check_loads(model, weights, f'timm resnet{depth}',
-                             allowed_missing=('fc.', ))
-        report += (f'; [timm] resnet{depth}: {counts["missing"]} missing '
-                   f'(fc.*), {counts["unexpected"]} unexpected')
-    path = osp.join(out_dir, 'backbone_torchvision.pth')
-    tmp_path = f'{path}.tmp.{os.getpid()}'
-    torch.save(weights, tmp_path)
-    os.replace(tmp_path, path)
-    print(f'{report} -> {path}')
-    return path
-
-
-def export_detectron2(state_dict, out_dir):
-    depth = resnet_depth(state_dict)
-    path = save_detectron2(state_dict, osp.join(out_dir,
-                                                'backbone_detectron2.pkl'))
-    import pickle
-    with open(path, 'rb') as f:
-        names = set(pickle.load(f)['model'])
-    expected = set(expected_detectron2_names(depth))
-    if names != expected:
-        raise CheckpointError(
-            f'Detectron2 names differ from ResNet-{depth}: missing '
-            f'{sorted(expected - names)[:8]}, unexpected '
-            f'{sorted(names - expected)[:8]}; report this as a bug')
-    print(f'[detectron2] ResNet-{depth}: {len(names)} tensors with '
-          f'Detectron2 names (stem.*, res2..res5.*) -> {path}')
-    return path
+def _describe(backbone) -> str:
+    weights = backbone.weights
+    if backbone_kind(weights) == 'resnet':
+        arch = f'ResNet-{resnet_depth(weights)}'
+    else:
+        arch = convnext_arch(weights)
+        arch = (f'ConvNeXt depths {tuple(arch["depths"])} channels '
+                f'{tuple(arch["channels"])}')
+    lines = [f'source: {backbone.description}; {arch}, {len(weights)} '
+             'backbone tensors']
+    for why, names in backbone.dropped.items():
+        shown = ', '.join(names[:8]) + (f' (+{len(names) - 8} more)'
+                                        if len(names) > 8 else '')
+        lines.append(f'  left out ({why}): {shown}')
+    return '\n'.join(lines)
 
 
 def export(checkpoint: str, out_dir: str = None, formats=None,
-           prefix: str = None) -> dict:
-    """Run the export; returns format -> written path."""
-    state_dict = _load(checkpoint, prefix)
-    kind = backbone_kind(state_dict)
-    if formats is None:
-        formats = FORMATS if kind == 'resnet' else ('mmdet', )
-    out_dir = out_dir or osp.dirname(osp.abspath(checkpoint))
-    os.makedirs(out_dir, exist_ok=True)
-    written = {}
-    for fmt in formats:
+           prefix: str = None, source: str = 'auto') -> dict:
+    """Run the export; returns format -> written path.
+
+    Every requested format is prepared and checked against its real model
+    first; files are written only when all of them fit.
+    """
+    backbone = read_backbone(checkpoint, source=source, prefix=prefix)
+    weights = backbone.weights
+    formats = list(formats or default_formats(weights))
+    prepared = []
+    for fmt in dict.fromkeys(formats):
         if fmt == 'mmdet':
-            written[fmt] = export_mmdet(state_dict, out_dir, checkpoint)
-        elif fmt == 'torchvision':
-            written[fmt] = export_torchvision(state_dict, out_dir)
+            prepared.append(prepare_mmdet(weights, meta=dict(
+                source=checkpoint, source_format=backbone.source)))
         else:
-            written[fmt] = export_detectron2(state_dict, out_dir)
+            prepared.append(PREPARE[fmt](weights))
+    print(_describe(backbone))
+    out_dir = out_dir or osp.dirname(osp.abspath(checkpoint))
+    written = {}
+    try:
+        for item in prepared:
+            written[item.fmt] = item.save(out_dir)
+    except OSError as error:
+        for path in written.values():
+            if osp.exists(path):
+                os.remove(path)
+        raise CheckpointError(f'cannot write to {out_dir}: {error}') from error
+    for item in prepared:
+        print(f'{item.report} -> {written[item.fmt]}')
+        for note in item.notes:
+            print(f'    {note}')
     return written
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        export(args.checkpoint, args.out_dir, args.formats, args.prefix)
+        export(args.checkpoint, args.out_dir, args.formats, args.prefix,
+               args.source)
     except CheckpointError as error:
         sys.exit(f'error: {error}')
 

@@ -1,0 +1,312 @@
+"""Read the backbone out of any SparK checkpoint a user may hold.
+
+What is recognised (autodetected, or named with ``source``):
+
+* ``official-resnet``: the official SparK ResNet releases
+  (``res50_1kpretrained_timm_style.pth`` ..., a bare timm ``ResNet`` state
+  dict), also wrapped in ``module`` / ``state_dict`` / ``model``, with
+  ``module.`` prefixes, with extra entries (``arch``, ``is_pretrain``, ...), or
+  the official ``*_withdecoder_1kpretrained_spark_style.pth`` (the encoder
+  under ``sparse_encoder.sp_cnn.``, next to the decoder);
+* ``official-convnext``: the official ConvNeXt releases
+  (``cnxS224_1kpretrained_official_style.pth`` ...) in the ConvNeXt authors'
+  naming (``downsample_layers.i.j``, ``stages.i.j.{dwconv,norm,pwconv1,
+  pwconv2,gamma}``), wrapped or not, with or without a classifier head;
+* ``mmpretrain-spark``: mmpretrain 1.2.0's SparK (``SparseResNet`` /
+  ``SparseConvNeXt`` under ``backbone.``, next to ``neck.``, ``mask_tokens``,
+  ``enc_dec_norms`` and ``enc_dec_projectors``);
+* ``spark_mm``: this project's pretraining checkpoints (``backbone.``, also
+  ``backbone.timm_model.`` for ``TIMMBackbone``) and the backbone-only
+  ``backbone.pth`` files it writes.
+
+Whatever the source, the result is the backbone in one canonical naming:
+torchvision's for ResNet (the same in timm, mmdet and mmpretrain), mmpretrain's
+for ConvNeXt. :mod:`spark_mm.export_formats` goes on from there.
+"""
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+
+from .export import CheckpointError, load_checkpoint_file
+
+SOURCES = ('official-resnet', 'official-convnext', 'mmpretrain-spark',
+           'spark_mm')
+DESCRIPTIONS = {
+    'official-resnet': 'official SparK ResNet release (timm ResNet names)',
+    'official-convnext': "official SparK ConvNeXt release (the ConvNeXt "
+                         "authors' names)",
+    'mmpretrain-spark': "mmpretrain 1.2.0 SparK checkpoint (backbone.*)",
+    'spark_mm': 'spark_mm checkpoint',
+    'timm-convnext': 'timm ConvNeXt state dict',
+}
+# keys under which checkpoints nest their weights, outermost first
+_WRAPPERS = ('state_dict', 'model', 'module', 'state')
+# top-level entries that only mmpretrain's SparK has (ours: densify.*)
+_MMPRETRAIN_SPARK = ('enc_dec_norms.', 'enc_dec_projectors.', 'mask_tokens.')
+_OFFICIAL_ENCODER = 'sparse_encoder.sp_cnn.'
+_RESNET_KEY = re.compile(r'^layer[1-4]\.\d+\.')
+
+
+def _template_regex(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    for name in ('i', 'j', 'k'):
+        pattern = pattern.replace(re.escape('{%s}' % name), f'(?P<{name}>\\d+)')
+    pattern = pattern.replace(re.escape('{p}'), '(?P<p>weight|bias)')
+    return re.compile(f'^{pattern}$')
+
+
+class NameTable:
+    """Two namings of one architecture, as pairs of ``{i}.{j}.{p}`` templates.
+
+    The first template of each pair is the canonical (mmpretrain) name;
+    ``to_canonical`` / ``from_canonical`` rename one key, or return None for a
+    key the table does not know.
+    """
+
+    def __init__(self, pairs: List[Tuple[str, str]]):
+        self.pairs = [(canonical, other, _template_regex(canonical),
+                       _template_regex(other)) for canonical, other in pairs]
+
+    def to_canonical(self, key: str) -> Optional[str]:
+        for canonical, _, _, regex in self.pairs:
+            match = regex.match(key)
+            if match:
+                return canonical.format(**match.groupdict())
+        return None
+
+    def from_canonical(self, key: str) -> Optional[str]:
+        for _, other, regex, _ in self.pairs:
+            match = regex.match(key)
+            if match:
+                return other.format(**match.groupdict())
+        return None
+
+
+_BLOCK = 'stages.{i}.{j}.'
+# the ConvNeXt authors' names (facebookresearch/ConvNeXt, official SparK)
+CONVNEXT_OFFICIAL = NameTable([
+    ('downsample_layers.{i}.{k}.{p}', 'downsample_layers.{i}.{k}.{p}'),
+    (_BLOCK + 'depthwise_conv.{p}', _BLOCK + 'dwconv.{p}'),
+    (_BLOCK + 'norm.{p}', _BLOCK + 'norm.{p}'),
+    (_BLOCK + 'pointwise_conv1.{p}', _BLOCK + 'pwconv1.{p}'),
+    (_BLOCK + 'pointwise_conv2.{p}', _BLOCK + 'pwconv2.{p}'),
+    (_BLOCK + 'gamma', _BLOCK + 'gamma'),
+])
+_TIMM_BLOCK = 'stages.{i}.blocks.{j}.'
+# timm's ConvNeXt (timm.models.convnext.ConvNeXt, conv_mlp=False)
+CONVNEXT_TIMM = NameTable([
+    ('downsample_layers.0.{k}.{p}', 'stem.{k}.{p}'),
+    ('downsample_layers.{i}.{k}.{p}', 'stages.{i}.downsample.{k}.{p}'),
+    (_BLOCK + 'depthwise_conv.{p}', _TIMM_BLOCK + 'conv_dw.{p}'),
+    (_BLOCK + 'norm.{p}', _TIMM_BLOCK + 'norm.{p}'),
+    (_BLOCK + 'pointwise_conv1.{p}', _TIMM_BLOCK + 'mlp.fc1.{p}'),
+    (_BLOCK + 'pointwise_conv2.{p}', _TIMM_BLOCK + 'mlp.fc2.{p}'),
+    (_BLOCK + 'grn.gamma', _TIMM_BLOCK + 'mlp.grn.weight'),
+    (_BLOCK + 'grn.beta', _TIMM_BLOCK + 'mlp.grn.bias'),
+    (_BLOCK + 'gamma', _TIMM_BLOCK + 'gamma'),
+])
+# classifier entries: not part of a backbone, dropped (and reported)
+_CLASSIFIER = {
+    'resnet': re.compile(r'^fc\.(weight|bias)$'),
+    'convnext-official': re.compile(r'^(norm|head|fc)\.(weight|bias)$'),
+    'convnext-timm': re.compile(r'^(head|norm_pre)\.'),
+    'convnext-mmpretrain': re.compile(r'(?!)'),
+}
+
+
+@dataclass
+class SourceBackbone:
+    """A backbone read from a checkpoint, in canonical naming."""
+    kind: str                      # 'resnet' | 'convnext'
+    weights: 'OrderedDict[str, torch.Tensor]'
+    source: str                    # SOURCES, or 'timm-convnext'
+    naming: str                    # how the file named the backbone
+    prefix: str                    # where the backbone was in the file
+    dropped: Dict[str, List[str]] = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        where = f' under {self.prefix!r}' if self.prefix else ''
+        return f'{DESCRIPTIONS[self.source]}{where}'
+
+
+def _first_keys(mapping: Mapping, limit: int = 5) -> List[str]:
+    return [str(key) for key in list(mapping)[:limit]]
+
+
+def unwrap(checkpoint: Mapping) -> Tuple['OrderedDict[str, torch.Tensor]',
+                                         List[str]]:
+    """The tensors of a (possibly nested) checkpoint; the names left aside.
+
+    Descends through ``state_dict`` / ``model`` / ``module`` / ``state``
+    while the current level holds no tensor (an mmengine checkpoint, the
+    official ``{'module': ..., 'arch': ..., 'is_pretrain': ...}``), drops
+    non-tensor entries (``config``, ``arch``, ...) and a DataParallel
+    ``module.`` prefix carried by every key.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(
+            f'the checkpoint is a {type(checkpoint).__name__}, not a mapping '
+            'of weights')
+    aside = []
+    level = checkpoint
+    while not any(isinstance(value, torch.Tensor) for value in level.values()):
+        inner = next((key for key in _WRAPPERS
+                      if isinstance(level.get(key), Mapping)), None)
+        if inner is None:
+            break
+        aside += [str(key) for key in level if key != inner]
+        level = level[inner]
+    weights = OrderedDict((key, value) for key, value in level.items()
+                          if isinstance(value, torch.Tensor))
+    aside += [str(key) for key, value in level.items()
+              if not isinstance(value, torch.Tensor)]
+    if weights and all(key.startswith('module.') for key in weights):
+        weights = OrderedDict((key[len('module.'):], value)
+                              for key, value in weights.items())
+    return weights, aside
+
+
+def _find_prefix(weights: Mapping[str, torch.Tensor]) -> str:
+    if any(key.startswith('backbone.') for key in weights):
+        backbone = [key for key in weights if key.startswith('backbone.')]
+        if all(key.startswith('backbone.timm_model.') for key in backbone):
+            return 'backbone.timm_model.'
+        return 'backbone.'
+    if any(key.startswith(_OFFICIAL_ENCODER) for key in weights):
+        return _OFFICIAL_ENCODER
+    return ''
+
+
+def _naming(backbone: Mapping[str, torch.Tensor]) -> Optional[str]:
+    keys = list(backbone)
+    if any('.dwconv.' in key for key in keys):
+        return 'convnext-official'
+    if any('.depthwise_conv.' in key for key in keys):
+        return 'convnext-mmpretrain'
+    if any('.conv_dw.' in key for key in keys):
+        return 'convnext-timm'
+    if any(_RESNET_KEY.match(key) for key in keys):
+        return 'resnet'
+    return None
+
+
+def _guess_source(naming: str, prefix: str, others: List[str],
+                  aside: List[str]) -> str:
+    if prefix.startswith('backbone.'):
+        if any(key.startswith(_MMPRETRAIN_SPARK) for key in others):
+            return 'mmpretrain-spark'
+        return 'spark_mm'
+    if naming == 'convnext-official':
+        return 'official-convnext'
+    if naming == 'convnext-timm':
+        return 'timm-convnext'
+    if naming == 'convnext-mmpretrain' or 'meta' in aside:
+        return 'spark_mm'  # a backbone.pth written by ExportBackboneHook
+    return 'official-resnet'
+
+
+def _check_declared(source: str, naming: str, prefix: str, path: str):
+    """Refuse, in one line, a ``--source`` that the file contradicts."""
+    found = {'resnet': 'a ResNet (timm/torchvision names)',
+             'convnext-official': "a ConvNeXt in the ConvNeXt authors' names",
+             'convnext-mmpretrain': 'a ConvNeXt in mmpretrain names',
+             'convnext-timm': 'a ConvNeXt in timm names'}[naming]
+    where = f'{found} under {prefix!r}' if prefix else f'{found}'
+    fits = {
+        'official-resnet': naming == 'resnet'
+        and not prefix.startswith('backbone.'),
+        'official-convnext': naming == 'convnext-official',
+        'mmpretrain-spark': prefix == 'backbone.'
+        and naming in ('resnet', 'convnext-mmpretrain'),
+        'spark_mm': naming in ('resnet', 'convnext-mmpretrain')
+        and prefix != _OFFICIAL_ENCODER,
+    }[source]
+    if not fits:
+        raise CheckpointError(
+            f'--source {source}: {path} holds {where}, which is not '
+            f'{DESCRIPTIONS[source]}; leave --source out to autodetect')
+
+
+def _summarise(keys: List[str]) -> List[str]:
+    """'neck.* (12)'-style groups of dropped names, by their first part."""
+    groups: Dict[str, List[str]] = OrderedDict()
+    for key in keys:
+        groups.setdefault(key.split('.')[0], []).append(key)
+    return [members[0] if members == [head] else f'{head}.* ({len(members)})'
+            for head, members in groups.items()]
+
+
+def canonical_weights(backbone: Mapping[str, torch.Tensor], naming: str
+                      ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
+    """Backbone weights renamed to the canonical naming; classifier keys dropped.
+
+    Keys that belong to neither the naming nor its classifier are kept as
+    they are, so that the strict check of every target reports them.
+    """
+    table = {'convnext-official': CONVNEXT_OFFICIAL,
+             'convnext-timm': CONVNEXT_TIMM}.get(naming)
+    classifier = _CLASSIFIER[naming]
+    renamed, dropped = OrderedDict(), []
+    for key, value in backbone.items():
+        if classifier.match(key):
+            dropped.append(key)
+            continue
+        new_key = table.to_canonical(key) if table is not None else None
+        # plain layout: channels_last runs store NHWC-strided weights
+        renamed[new_key or key] = value.contiguous()
+    return renamed, dropped
+
+
+def read_backbone(checkpoint: Union[str, Mapping], source: str = 'auto',
+                  prefix: Optional[str] = None) -> SourceBackbone:
+    """The backbone of a checkpoint (path or loaded dict), in canonical naming.
+
+    ``source``: 'auto' or one of :data:`SOURCES` (checked against the file);
+    ``prefix``: where the backbone is in the file (default: found).
+    """
+    path = checkpoint if isinstance(checkpoint, str) else 'the checkpoint'
+    if isinstance(checkpoint, str):
+        checkpoint = load_checkpoint_file(checkpoint)
+    weights, aside = unwrap(checkpoint)
+    if prefix is None:
+        prefix = _find_prefix(weights)
+    backbone = OrderedDict((key[len(prefix):], value)
+                           for key, value in weights.items()
+                           if key.startswith(prefix))
+    others = [key for key in weights if not key.startswith(prefix)]
+    if not backbone:
+        raise CheckpointError(
+            f'{path} holds no {prefix!r} weights (first keys: '
+            f'{_first_keys(weights) or _first_keys(checkpoint)}); pass a SparK '
+            'pretraining checkpoint')
+    naming = _naming(backbone)
+    if naming is None:
+        raise CheckpointError(
+            f'cannot tell which backbone {path} holds (first keys: '
+            f'{_first_keys(backbone)}); expected an official SparK release '
+            '(*_1kpretrained_timm_style.pth, *_1kpretrained_official_style'
+            '.pth), an mmpretrain SparK checkpoint or a spark_mm checkpoint '
+            'of a ResNet or ConvNeXt; pass --prefix if the backbone is under '
+            'another key')
+    if source == 'auto':
+        source = _guess_source(naming, prefix, others, aside)
+    elif source not in SOURCES:
+        raise CheckpointError(
+            f'unknown --source {source!r}; choose from {", ".join(SOURCES)}')
+    else:
+        _check_declared(source, naming, prefix, path)
+    canonical, classifier = canonical_weights(backbone, naming)
+    dropped = OrderedDict()
+    if aside:
+        dropped['not weights'] = aside
+    if others:
+        dropped['not the backbone'] = _summarise(others)
+    if classifier:
+        dropped['classifier head'] = classifier
+    kind = 'resnet' if naming == 'resnet' else 'convnext'
+    return SourceBackbone(kind=kind, weights=canonical, source=source,
+                          naming=naming, prefix=prefix, dropped=dropped)
