@@ -1,0 +1,17 @@
+# Runtime shared by the classification transfer configs: mmpretrain's, in our
+# scope (spark_mm components first, then everything of mmpretrain).
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+
+default_scope = 'spark_mm'
+custom_imports = dict(imports=['spark_mm', 'spark_mm.classification'],
+                      allow_failed_imports=False)
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=100),
+    checkpoint=dict(type='spark_mm.AtomicCheckpointHook', interval=1,
+                    max_keep_ckpts=3))
+# NanGuardHook: stop at the first NaN/inf loss (SparK #27: NaN at batch 2048)
+# with one line naming the last good checkpoint; StepSeedHook: exact resume.
+custom_hooks = [dict(type='NanGuardHook'), dict(type='StepSeedHook')]
+
+randomness = dict(seed=0, diff_rank_seed=True)
