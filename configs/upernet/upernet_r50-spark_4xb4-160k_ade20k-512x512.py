@@ -22,11 +22,10 @@ model = dict(
     pretrained=None,  # mmseg's base would load open-mmlab://resnet50_v1c
     backbone=dict(
         # SparK pretrains a plain ResNet (v1b: one 7x7 stem conv, strided 3x3
-        # convs), not mmseg's default ResNetV1c (deep stem, other keys).
+        # convs; mmseg's ResNet defaults), not mmseg's default ResNetV1c
+        # (deep stem: other keys, refused by the load check below).
         type='ResNet',
         depth=50,
-        deep_stem=False,
-        avg_down=False,
         norm_eval=False,
         # every backbone key must come from the checkpoint (one-line error
         # otherwise), see spark_mm/segmentation/checked_pretrained.py
