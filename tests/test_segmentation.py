@@ -196,6 +196,23 @@ def test_amp_recipe_runs_in_fp32_without_a_gpu_and_missing_data_names_the_demo()
     assert 'configs/upernet/demo_r18_synthetic_ade20k.py' in str(error.value)
 
 
+def test_readme_reference_numbers_are_mmsegs_published_ones():
+    import yaml
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        readme = f.read()
+    rows = re.findall(r'^\| `([\w-]+_ade20k-512x512)` \|[^|]*\| ([\d.]+) \| '
+                      r'([\d.]+) \|$', readme, flags=re.M)
+    assert len(rows) == 3
+    for name, miou, miou_ms in rows:
+        family = 'upernet' if name.startswith('upernet') else 'convnext'
+        with open(os.path.join(MMSEG_CONFIGS, family, 'metafile.yaml')) as f:
+            models = {m['Name']: m for m in yaml.safe_load(f)['Models']}
+        metrics = models[name]['Results']['Metrics']
+        assert float(miou) == metrics['mIoU'], name
+        assert float(miou_ms) == metrics['mIoU(ms+flip)'], name
+        assert models[name]['Metadata']['Batch Size'] == 16
+
+
 # ------------------------------------------------------------ the load check
 def mmpretrain_backbone_checkpoint(path, backbone, drop=(), prefix='backbone.'):
     state = {prefix + k: v.clone() for k, v in backbone.state_dict().items()
