@@ -9,7 +9,7 @@ What is recognised (autodetected, or named with ``source``):
   the official ``*_withdecoder_1kpretrained_spark_style.pth`` (the encoder
   under ``sparse_encoder.sp_cnn.``, next to the decoder);
 * ``official-convnext``: the official ConvNeXt releases
-  (``cnxS224_1kpretrained_official_style.pth`` ...) in the ConvNeXt authors'
+  (``convnextS_1kpretrained_official_style.pth`` ...) in the ConvNeXt authors'
   naming (``downsample_layers.i.j``, ``stages.i.j.{dwconv,norm,pwconv1,
   pwconv2,gamma}``), wrapped or not, with or without a classifier head;
 * ``mmpretrain-spark``: mmpretrain 1.2.0's SparK (``SparseResNet`` /

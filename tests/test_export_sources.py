@@ -366,7 +366,7 @@ def test_official_convnext_release(tmp_path, capsys, layout):
             'head.weight': torch.rand(10, 128), 'head.bias': torch.rand(10)})
         checkpoint = {'model': {f'module.{k}': v for k, v in official.items()},
                       'arch': 'convnext_small', 'is_pretrain': True}
-    path = tmp_path / 'cnxS224_1kpretrained_official_style.pth'
+    path = tmp_path / 'convnextS_1kpretrained_official_style.pth'
     torch.save(checkpoint, path)
     written, report = run_export(path, tmp_path / 'out', capsys)
     assert sorted(written) == ['mmdet', 'timm']
