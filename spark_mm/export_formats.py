@@ -118,6 +118,15 @@ def _is_deep_stem(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return any(key.startswith('stem.') for key in state_dict)
 
 
+def input_channels(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Image channels the weights take (the first convolution's input width)."""
+    for key in ('conv1.weight', 'stem.0.weight', 'stem.0.conv.weight',
+                'downsample_layers.0.0.weight'):
+        if key in state_dict and state_dict[key].dim() == 4:
+            return int(state_dict[key].shape[1])
+    return 3
+
+
 def build_reference(state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     """The dense mmdet/mmpretrain backbone these (canonical) weights are for."""
     if backbone_kind(state_dict) == 'resnet':
@@ -129,10 +138,12 @@ def build_reference(state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
                 f'{depth} with --formats timm')
         from mmdet.models.backbones import ResNet
         return ResNet(depth=depth, deep_stem=_is_deep_stem(state_dict),
+                      in_channels=input_channels(state_dict),
                       out_indices=(0, 1, 2, 3))
     from mmpretrain.models.backbones import ConvNeXt
     options = _convnext_options(state_dict)
     return ConvNeXt(arch=convnext_arch(state_dict), out_indices=(0, 1, 2, 3),
+                    in_channels=input_channels(state_dict),
                     gap_before_final_norm=False,
                     layer_scale_init_value=1e-6 if options['layer_scale']
                     else 0.0, use_grn=options['grn'])
@@ -144,7 +155,7 @@ def build_timm_convnext(state_dict: Mapping[str, torch.Tensor]
     from timm.models.convnext import ConvNeXt
     arch, options = convnext_arch(state_dict), _convnext_options(state_dict)
     return ConvNeXt(depths=tuple(arch['depths']), dims=tuple(arch['channels']),
-                    num_classes=0,
+                    num_classes=0, in_chans=input_channels(state_dict),
                     ls_init_value=1e-6 if options['layer_scale'] else None,
                     use_grn=options['grn'])
 
@@ -373,6 +384,9 @@ def prepare_torchvision(weights: Mapping[str, torch.Tensor]) -> Prepared:
     depth = resnet_depth(renamed)
     _require_depth(depth, 'torchvision')
     model = getattr(torchvision.models, f'resnet{depth}')(weights=None)
+    if input_channels(renamed) != 3:  # no torchvision argument for it: new stem
+        model.conv1 = torch.nn.Conv2d(input_channels(renamed), 64, 7, 2, 3,
+                                      bias=False)
     counts = check_loads(model, renamed, f'torchvision resnet{depth}',
                          fresh=re.compile(r'^fc\.'))
     return Prepared(
@@ -387,7 +401,8 @@ def prepare_timm(weights: Mapping[str, torch.Tensor]) -> Prepared:
     if backbone_kind(weights) == 'resnet':
         renamed = to_torchvision(weights)
         depth = resnet_depth(renamed)
-        model = timm.create_model(f'resnet{depth}', pretrained=False)
+        model = timm.create_model(f'resnet{depth}', pretrained=False,
+                                  in_chans=input_channels(renamed))
         counts = check_loads(model, renamed, f'timm resnet{depth}',
                              fresh=re.compile(r'^fc\.'))
         return Prepared('timm', 'backbone_timm.pth',

@@ -112,7 +112,8 @@ def use_annotation_classes(cfg: Config) -> Tuple[str, ...]:
     for loader_key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         for dataset in _datasets(cfg.get(loader_key)):
             if 'ann_file' in dataset:
-                dataset.setdefault('metainfo', {})['classes'] = names
+                dataset['metainfo'] = dict(dataset.get('metainfo') or {},
+                                           classes=names)
     _set_num_classes(cfg.model.get('roi_head'), len(names))
     cfg.classes = names
     return names

@@ -22,23 +22,28 @@ from ..registry import TRANSFORMS
 def to_channels(img: np.ndarray, channels: int, path: str = '') -> np.ndarray:
     """``img`` (H, W) or (H, W, C), colour order BGR(A), as (H, W, channels).
 
-    Gray is repeated to any count; BGR(A) becomes gray for 1 channel; the
-    alpha channel is dropped for 3. Other combinations raise ``ValueError``.
+    1 channel: BGR(A) becomes gray. 3: gray is repeated, alpha dropped. 4
+    (BGRA): an opaque alpha is added to BGR or gray. Any other N: gray is
+    repeated. Other combinations raise ``ValueError`` naming the file.
     """
     if img.ndim == 2:
         img = img[..., None]
     have = img.shape[2]
     if have == channels:
         return img
-    if have == 1:
-        return np.repeat(img, channels, axis=2)
     if channels == 1 and have in (3, 4):
         return cv2.cvtColor(np.ascontiguousarray(img[..., :3]),
                             cv2.COLOR_BGR2GRAY)[..., None]
     if channels == 3 and have == 4:
         return np.ascontiguousarray(img[..., :3])
+    if channels == 4 and have in (1, 3):
+        bgr = np.repeat(img, 3, axis=2) if have == 1 else img
+        opaque = np.iinfo(img.dtype).max if img.dtype.kind in 'ui' else 1.0
+        return np.concatenate([bgr, np.full_like(img[..., :1], opaque)], axis=2)
+    if have == 1:
+        return np.repeat(img, channels, axis=2)
     raise ValueError(f'{path or "image"} has {have} channels; the model takes '
-                     f'{channels} (only gray, BGR and BGRA files are converted)')
+                     f'{channels} (gray, BGR and BGRA files are converted)')
 
 
 @TRANSFORMS.register_module()
