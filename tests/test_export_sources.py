@@ -197,17 +197,20 @@ def check_resnet_targets(written, depth, reference, x, report):
     assert f'[detectron2] ResNet-{depth}: {len(d2["model"])} tensors' in report
 
 
-def check_convnext_targets(written, reference, x, report, norms_missing=8):
+def check_convnext_targets(written, reference, x, report, norms_missing=8,
+                           v2=False):
     """mmpretrain ConvNeXt (as mmdet uses it) and timm ConvNeXt from the
     written files: same raw stage outputs; absent keys exactly the documented
-    ones, and counted as the real load counts them."""
+    ones, and counted as the real load counts them. ``v2``: ConvNeXt V2
+    blocks (GRN, no layer scale)."""
     from mmpretrain.models import ConvNeXt as MMPretrainConvNeXt
     from timm.models.convnext import ConvNeXt as TimmConvNeXt
 
     weights = torch.load(written['mmdet'])['state_dict']
     model = MMPretrainConvNeXt(
         arch=dict(depths=list(TINY_DEPTHS), channels=list(TINY_DIMS)),
-        out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+        out_indices=(0, 1, 2, 3), gap_before_final_norm=False, use_grn=v2,
+        layer_scale_init_value=0. if v2 else 1e-6)
     result = model.load_state_dict(weights, strict=False)
     assert result.unexpected_keys == []
     assert all(re.match(r'^norm[0-3]\.(weight|bias)$', key)
@@ -227,7 +230,8 @@ def check_convnext_targets(written, reference, x, report, norms_missing=8):
         assert_same(list(normed), fresh, 'mmpretrain ConvNeXt output norms')
 
     weights = torch.load(written['timm'])
-    model = TimmConvNeXt(depths=TINY_DEPTHS, dims=TINY_DIMS, num_classes=0)
+    model = TimmConvNeXt(depths=TINY_DEPTHS, dims=TINY_DIMS, num_classes=0,
+                         use_grn=v2, ls_init_value=None if v2 else 1e-6)
     result = model.load_state_dict(weights, strict=False)
     assert sorted(result.missing_keys) == ['head.norm.bias', 'head.norm.weight']
     assert result.unexpected_keys == []
@@ -451,19 +455,26 @@ def test_mmpretrain_spark_resnet(tmp_path, capsys):
                          report)
 
 
-def test_mmpretrain_spark_convnext(tmp_path, capsys):
+@pytest.mark.parametrize('v2', [False, True], ids=['convnext', 'convnextv2'])
+def test_mmpretrain_spark_convnext(tmp_path, capsys, v2):
+    """mmpretrain's SparK ConvNeXt, and its ConvNeXt V2 recipe (GRN, no
+    layer scale: ``spark_sparse-convnextv2-tiny_...py``)."""
+    v2_options = dict(use_grn=True, layer_scale_init_value=0.) if v2 else {}
     spark = mmpretrain_spark(
         dict(type='SparseConvNeXt', arch=dict(depths=list(TINY_DEPTHS),
                                               channels=list(TINY_DIMS)),
-             out_indices=(0, 1, 2, 3), gap_before_output=False),
+             out_indices=(0, 1, 2, 3), gap_before_output=False, **v2_options),
         dict(type='SparseLN2d', eps=1e-6), 128)
     path = tmp_path / 'spark_sparse-convnext_epoch_800.pth'
     save_mmengine(path, spark)
     written, report = run_export(path, tmp_path / 'out', capsys)
     assert 'mmpretrain 1.2.0 SparK checkpoint' in report
+    assert any('.grn.' in key for key in torch.load(
+        written['mmdet'])['state_dict']) == v2
     x = image()
     check_convnext_targets(
-        written, sparse_backbone_dense_outputs(spark.backbone, x), x, report)
+        written, sparse_backbone_dense_outputs(spark.backbone, x), x, report,
+        v2=v2)
 
 
 # --------------------------------------------------------------- spark_mm
@@ -484,6 +495,17 @@ def test_spark_mm_checkpoints(tmp_path, capsys):
     written, report = run_export(tmp_path / 'r18.pth', tmp_path / 'r18',
                                  capsys, source='spark_mm')
     assert "spark_mm checkpoint under 'backbone.'; ResNet-18" in report
+    with torch.no_grad():
+        reference = list(evaluating(spark.backbone, torch.float64)(x))
+    check_resnet_targets(written, 18, reference, x, report)
+
+    # timm's ResNet inside mmpretrain's TIMMBackbone (the R200 recipe)
+    spark = our_spark(dict(type='TIMMBackbone', model_name='resnet18',
+                           features_only=True, out_indices=(1, 2, 3, 4)))
+    save_mmengine(tmp_path / 'timm_r18.pth', spark)
+    written, report = run_export(tmp_path / 'timm_r18.pth',
+                                 tmp_path / 'timm_r18', capsys)
+    assert "spark_mm checkpoint under 'backbone.timm_model.'" in report
     with torch.no_grad():
         reference = list(evaluating(spark.backbone, torch.float64)(x))
     check_resnet_targets(written, 18, reference, x, report)
