@@ -126,9 +126,14 @@ def test_full_config_follows_mmsegs_recipe(name):
     backbone, init = cfg.model.backbone, cfg.model.backbone.init_cfg
     if convnext:
         assert plain(cfg.optim_wrapper) == plain(ref.optim_wrapper)  # AMP
-        assert {k: v for k, v in plain(backbone).items() if k != 'init_cfg'} \
+        init_keys = ('init_cfg', 'layer_scale_init_value')
+        assert {k: v for k, v in plain(backbone).items()
+                if k not in init_keys} \
             == {k: v for k, v in plain(ref.model.backbone).items()
-                if k != 'init_cfg'}
+                if k not in init_keys}
+        ref_scale = ref.model.backbone.layer_scale_init_value
+        assert backbone.layer_scale_init_value == (
+            1e-6 if 'scratch' in name else ref_scale)
     else:
         optim, ref_opt = cfg.optim_wrapper, ref_optim.optim_wrapper
         assert plain(optim.optimizer) == plain(ref_opt.optimizer)  # AdamW
