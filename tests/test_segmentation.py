@@ -321,6 +321,55 @@ def test_spark_convnext_may_lack_exactly_the_stage_output_norms(tmp_path,
     assert '1 missing: stages.1.0.gamma;' in str(error.value)
 
 
+def test_released_weights_converted_by_export_backbone_load(tmp_path,
+                                                           log_lines):
+    """Official SparK releases (timm ResNet names; the ConvNeXt authors'
+    names, no norm0..norm3) -> tools/export_backbone.py -> the UperNet
+    backbones, through the load check."""
+    import timm
+    from mmpretrain.models import ConvNeXt
+    from mmseg.models.backbones import ResNet
+
+    import export_backbone  # tools/export_backbone.py
+
+    resnet = {k: v for k, v in timm.create_model('resnet18').state_dict()
+              .items() if not k.startswith('fc.')}
+    torch.save(resnet, tmp_path / 'res18_official.pth')
+
+    def convnext():
+        return ConvNeXt(arch='atto', out_indices=(0, 1, 2, 3),
+                        gap_before_final_norm=False)
+
+    official_names = (('.depthwise_conv.', '.dwconv.'),
+                      ('.pointwise_conv1.', '.pwconv1.'),
+                      ('.pointwise_conv2.', '.pwconv2.'))
+    cnx = {}
+    for key, value in convnext().state_dict().items():
+        if re.match(r'norm\d\.', key):
+            continue
+        for ours, theirs in official_names:
+            key = key.replace(ours, theirs)
+        cnx[key] = value
+    torch.save(cnx, tmp_path / 'cnx_official.pth')
+
+    for release, backbone, probe in (
+            ('res18_official.pth', ResNet(depth=18), 'layer3.1.conv2.weight'),
+            ('cnx_official.pth', convnext(), 'stages.1.0.pwconv1.weight')):
+        written = export_backbone.export(
+            str(tmp_path / release), str(tmp_path / release[:3]),
+            formats=['mmdet'])
+        CheckedPretrained(written['mmdet'])(backbone)
+        ours = probe
+        for official, theirs in official_names:
+            ours = ours.replace(theirs, official)
+        weights = resnet if release.startswith('res') else cnx
+        assert torch.equal(backbone.state_dict()[ours], weights[probe])
+    loaded = [line for line in log_lines if 'loaded from' in line]
+    assert '120 of 120 tensors, 0 missing' in loaded[0]
+    assert '124 of 132 tensors, 0 missing' in loaded[1]
+    assert any('initialised fresh' in line for line in log_lines)
+
+
 # -------------------------------------------------------------- the chain
 def keep_default_scope():
     """Runs of the tools in this process set mmseg as mmengine's default
