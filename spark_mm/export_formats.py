@@ -14,6 +14,9 @@ torchvision's for ResNet, mmpretrain's for ConvNeXt. From there:
 * torchvision / timm ResNet: a pytorch-style ResNet already uses
   torchvision's names (``conv1``, ``bn1``, ``layer1.0.downsample.0``); timm's
   ``ResNet`` uses the same ones. Only ``fc.*`` is absent.
+* torchvision ConvNeXt: ``features.{0,2,4,6}`` (stem, downsamples),
+  ``features.{2i+1}.j.block.{0,2,3,5}`` and ``layer_scale`` (C, 1, 1); only
+  the classifier (``classifier.*``) is absent.
 * timm ConvNeXt: ``stem.0/1``, ``stages.i.downsample.0/1``,
   ``stages.i.blocks.j.{conv_dw,norm,mlp.fc1,mlp.fc2,gamma}``; only the
   classifier head's ``head.norm`` is absent.
@@ -236,7 +239,8 @@ def _require_resnet(state_dict: Mapping[str, torch.Tensor], target: str):
     if backbone_kind(state_dict) != 'resnet':
         raise CheckpointError(
             f'{target} format is for ResNet and this checkpoint holds a '
-            'ConvNeXt; export a ConvNeXt with --formats mmdet timm')
+            'ConvNeXt; export a ConvNeXt with --formats mmdet torchvision '
+            'timm')
     if _is_deep_stem(state_dict):
         raise CheckpointError(
             f'{target} naming is defined for pytorch-style ResNet only (this '
@@ -274,6 +278,63 @@ def to_timm_convnext(state_dict: Mapping[str, torch.Tensor]
             continue
         renamed[CONVNEXT_TIMM.from_canonical(key) or key] = value
     return renamed, left_out
+
+
+_TV_DOWNSAMPLE = re.compile(r'^downsample_layers\.(\d)\.(\d)\.(weight|bias)$')
+_TV_BLOCK = re.compile(r'^stages\.(\d)\.(\d+)\.(depthwise_conv|norm|'
+                       r'pointwise_conv1|pointwise_conv2)\.(weight|bias)$')
+_TV_BLOCK_PARTS = {'depthwise_conv': 0, 'norm': 2, 'pointwise_conv1': 3,
+                   'pointwise_conv2': 5}  # index in CNBlock.block
+_TV_LAYER_SCALE = re.compile(r'^stages\.(\d)\.(\d+)\.gamma$')
+
+
+def to_torchvision_convnext(state_dict: Mapping[str, torch.Tensor]
+                            ) -> Tuple['OrderedDict[str, torch.Tensor]',
+                                       List[str]]:
+    """torchvision ConvNeXt naming of canonical (mmpretrain) ConvNeXt weights.
+
+    ``features`` alternates stages and downsamples: the stem is
+    ``features.0``, stage i is ``features.{2i+1}`` (``CNBlock.block`` indices
+    0 dwconv, 2 norm, 3/5 the pointwise Linear layers, ``layer_scale`` of
+    shape (C, 1, 1)), the downsample before stage i is ``features.{2i}``.
+    Returns the renamed weights and the keys left out (the output norms).
+    """
+    options = _convnext_options(state_dict)
+    if options['grn'] or not options['layer_scale']:
+        raise CheckpointError(
+            'torchvision\'s ConvNeXt has layer scale and no GRN; this is a '
+            'ConvNeXt V2 (GRN) or has no layer scale: export it with '
+            '--formats mmdet timm')
+    renamed, left_out = OrderedDict(), []
+    for key, value in state_dict.items():
+        down, block = _TV_DOWNSAMPLE.match(key), _TV_BLOCK.match(key)
+        scale = _TV_LAYER_SCALE.match(key)
+        if CONVNEXT_STAGE_NORM.match(key):
+            left_out.append(key)
+            continue
+        if down:
+            stage, index, param = down.groups()
+            key = f'features.{2 * int(stage)}.{index}.{param}'
+        elif block:
+            stage, index, part, param = block.groups()
+            key = (f'features.{2 * int(stage) + 1}.{index}.block.'
+                   f'{_TV_BLOCK_PARTS[part]}.{param}')
+        elif scale:
+            stage, index = scale.groups()
+            key = f'features.{2 * int(stage) + 1}.{index}.layer_scale'
+            value = value.reshape(-1, 1, 1)
+        renamed[key] = value
+    return renamed, left_out
+
+
+def build_torchvision_convnext(state_dict: Mapping[str, torch.Tensor]
+                               ) -> torch.nn.Module:
+    """torchvision's ``ConvNeXt`` of the architecture of canonical weights."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    arch = convnext_arch(state_dict)
+    channels = list(arch['channels']) + [None]
+    return ConvNeXt([CNBlockConfig(channels[i], channels[i + 1], depth)
+                     for i, depth in enumerate(arch['depths'])])
 
 
 def detectron2_name(key: str) -> str:
@@ -378,8 +439,28 @@ def prepare_mmdet(weights: Mapping[str, torch.Tensor],
 
 
 def prepare_torchvision(weights: Mapping[str, torch.Tensor]) -> Prepared:
-    """A plain state dict for ``torchvision.models.resnetXX()``."""
+    """A plain state dict for ``torchvision.models.resnetXX()`` or
+    ``convnext_*()``."""
     import torchvision
+    if backbone_kind(weights) == 'convnext':
+        renamed, left_out = to_torchvision_convnext(weights)
+        model = build_torchvision_convnext(weights)
+        arch = convnext_arch(weights)
+        counts = check_loads(model, renamed, 'torchvision ConvNeXt',
+                             fresh=re.compile(r'^classifier\.'))
+        notes = []
+        if counts['missing']:
+            notes.append('classifier.* absent: torchvision\'s classifier head '
+                         '(norm + linear), not used by model.features; '
+                         'initialised fresh')
+        if left_out:
+            notes.append(f'{_short(left_out)} not written: torchvision\'s '
+                         'ConvNeXt has no per-stage output norms')
+        return Prepared(
+            'torchvision', 'backbone_torchvision.pth',
+            f'[torchvision] ConvNeXt(depths={tuple(arch["depths"])}, '
+            f'dims={tuple(arch["channels"])}): {_load_summary(counts)}',
+            _torch_save_to(renamed), notes)
     renamed = to_torchvision(weights)
     depth = resnet_depth(renamed)
     _require_depth(depth, 'torchvision')
@@ -459,6 +540,9 @@ PREPARE = {'mmdet': prepare_mmdet, 'torchvision': prepare_torchvision,
 def default_formats(weights: Mapping[str, torch.Tensor]) -> Tuple[str, ...]:
     """Every format the backbone fits."""
     if backbone_kind(weights) == 'convnext':
+        options = _convnext_options(weights)
+        if options['layer_scale'] and not options['grn']:
+            return ('mmdet', 'torchvision', 'timm')
         return ('mmdet', 'timm')
     if _is_deep_stem(weights):
         return ('mmdet', )

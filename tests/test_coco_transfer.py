@@ -338,7 +338,7 @@ def test_export_convnext_in_mmpretrain_naming(tmp_path, capsys):
     torch.save({'state_dict': state}, tmp_path / 'cnx.pth')
     written = export_backbone.export(str(tmp_path / 'cnx.pth'),
                                      str(tmp_path / 'out'))
-    assert list(written) == ['mmdet', 'timm']  # ConvNeXt: mmdet and timm naming
+    assert list(written) == ['mmdet', 'torchvision', 'timm']  # no Detectron2
     assert 'ConvNeXt: 0 missing, 0 unexpected' in capsys.readouterr().out
     weights = torch.load(written['mmdet'])['state_dict']
     ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3),

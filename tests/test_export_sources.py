@@ -199,12 +199,35 @@ def check_resnet_targets(written, depth, reference, x, report):
 
 def check_convnext_targets(written, reference, x, report, norms_missing=8,
                            v2=False):
-    """mmpretrain ConvNeXt (as mmdet uses it) and timm ConvNeXt from the
-    written files: same raw stage outputs; absent keys exactly the documented
-    ones, and counted as the real load counts them. ``v2``: ConvNeXt V2
-    blocks (GRN, no layer scale)."""
+    """mmpretrain ConvNeXt (as mmdet uses it), torchvision ConvNeXt and timm
+    ConvNeXt from the written files: same raw stage outputs; absent keys
+    exactly the documented ones, and counted as the real load counts them.
+    ``v2``: ConvNeXt V2 blocks (GRN, no layer scale; not in torchvision)."""
     from mmpretrain.models import ConvNeXt as MMPretrainConvNeXt
     from timm.models.convnext import ConvNeXt as TimmConvNeXt
+    from torchvision.models.convnext import CNBlockConfig
+    from torchvision.models.convnext import ConvNeXt as TorchvisionConvNeXt
+
+    assert sorted(written) == (['mmdet', 'timm'] if v2 else
+                               ['mmdet', 'timm', 'torchvision'])
+    if not v2:
+        dims = list(TINY_DIMS) + [None]
+        model = TorchvisionConvNeXt([CNBlockConfig(dims[i], dims[i + 1], d)
+                                     for i, d in enumerate(TINY_DEPTHS)])
+        result = model.load_state_dict(torch.load(written['torchvision']),
+                                       strict=False)
+        assert sorted(result.missing_keys) == [
+            'classifier.0.bias', 'classifier.0.weight', 'classifier.2.bias',
+            'classifier.2.weight']
+        assert result.unexpected_keys == []
+        assert re.search(r'\[torchvision\] ConvNeXt\(depths=\(1, 1, 2, 1\), '
+                         r'dims=\(16, 32, 64, 128\)\): 4 missing '
+                         r'\(classifier\.', report)
+        model = evaluating(model, torch.float64)
+        # features: stem, stage 0, downsample, stage 1, ...
+        assert_same(hooked(model, [f'features.{2 * i + 1}' for i in range(4)],
+                           lambda: model(x)), reference,
+                    'torchvision ConvNeXt')
 
     weights = torch.load(written['mmdet'])['state_dict']
     model = MMPretrainConvNeXt(
@@ -373,7 +396,6 @@ def test_official_convnext_release(tmp_path, capsys, layout):
     path = tmp_path / 'convnextS_1kpretrained_official_style.pth'
     torch.save(checkpoint, path)
     written, report = run_export(path, tmp_path / 'out', capsys)
-    assert sorted(written) == ['mmdet', 'timm']
     assert "official SparK ConvNeXt release (the ConvNeXt authors' names); " \
            f'ConvNeXt depths {TINY_DEPTHS} channels {TINY_DIMS}' in report
     if layout != 'bare':
@@ -475,6 +497,11 @@ def test_mmpretrain_spark_convnext(tmp_path, capsys, v2):
     check_convnext_targets(
         written, sparse_backbone_dense_outputs(spark.backbone, x), x, report,
         v2=v2)
+    if v2:
+        with pytest.raises(CheckpointError, match='ConvNeXt V2 .GRN.'):
+            export_backbone.export(str(path), str(tmp_path / 'tv'),
+                                   formats=['torchvision'])
+        assert not (tmp_path / 'tv').exists()
 
 
 # --------------------------------------------------------------- spark_mm
@@ -543,9 +570,6 @@ def test_bad_inputs_end_in_one_line_and_write_nothing(tmp_path):
                           '--out-dir', str(out)])
     assert 'Detectron2 format is for ResNet' in message
     assert not out.exists(), 'mmdet was fine but nothing may be written'
-    message = tool_error([str(convnext), '--formats', 'torchvision',
-                          '--out-dir', str(out)])
-    assert 'torchvision format is for ResNet' in message
     message = tool_error([str(resnet), '--source', 'official-convnext',
                           '--out-dir', str(out)])
     assert 'holds a ResNet' in message and 'official-convnext' in message

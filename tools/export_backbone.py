@@ -16,7 +16,8 @@ Targets, each loaded into the real model before anything is written:
 * ``backbone_mmdet.pth`` (``mmdet``): mmdet/mmpretrain ``ResNet`` or
   mmpretrain ``ConvNeXt`` naming, for ``init_cfg=dict(type='Pretrained',
   checkpoint=...)``;
-* ``backbone_torchvision.pth`` (``torchvision``): ``torchvision.models.resnetXX``;
+* ``backbone_torchvision.pth`` (``torchvision``): ``torchvision.models.resnetXX``
+  or ``convnext_*`` (ConvNeXt V1);
 * ``backbone_timm.pth`` (``timm``): ``timm`` ``resnetXX`` or ``ConvNeXt``;
 * ``backbone_detectron2.pkl`` (``detectron2``): Detectron2 ``MODEL.WEIGHTS``
   (ResNet).
@@ -52,7 +53,7 @@ def parse_args(argv=None):
                         'the checkpoint)')
     parser.add_argument('--formats', nargs='+', choices=FORMATS,
                         help='default: every format the backbone fits '
-                        '(ResNet: all; ConvNeXt: mmdet, timm)')
+                        '(ResNet: all; ConvNeXt: mmdet, torchvision, timm)')
     parser.add_argument('--source', default='auto',
                         choices=('auto', ) + SOURCES,
                         help='what the checkpoint is (default: autodetect)')
