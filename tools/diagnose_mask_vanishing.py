@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from spark_mm.models.geometry import as_feature_list  # noqa: E402
+from spark_mm.models.geometry import (as_feature_list,  # noqa: E402
+                                      remove_output_norms)
 from spark_mm.registry import MODELS  # noqa: E402
 from spark_mm.tool_helpers import (add_mask_arguments,  # noqa: E402
                                    input_errors_exit, input_size,
@@ -73,6 +74,8 @@ def diagnose(config: str, checkpoint: Optional[str] = None,
     cfg = single_process_config(config, cfg_options)
     model = build_spark(cfg, checkpoint)
     dense = MODELS.build(cfg.model.backbone)
+    if not cfg.model.get('output_norms', False):
+        remove_output_norms(dense)  # as SparK's encoder (official: raw stages)
     dense.load_state_dict(model.backbone.state_dict())  # same names, same weights
     dense.eval()
 
