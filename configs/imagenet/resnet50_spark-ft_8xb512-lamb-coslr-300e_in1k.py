@@ -29,11 +29,14 @@ model = dict(
     neck=dict(type='GlobalAveragePooling'),
     # timm BinaryCrossEntropy (LAMB runs) on the mixup target smoothed by
     # 0.1: (1 - 0.1) * mixed one-hot + 0.1 / 1000, mean over batch x classes.
+    # mmpretrain's ClsHead divides the summed BCE by the batch only, so
+    # loss_weight 1 / num_classes gives the official mean.
     # The head keeps mmpretrain's Normal(std=0.01) init (timm's fc: torch
     # default); the backbone comes from the checkpoint either way.
     head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048,
               loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1,
-                        mode='original', use_sigmoid=True),
+                        mode='original', use_sigmoid=True,
+                        loss_weight=1.0 / 1000),
               topk=(1, 5)),
     # BatchMixup(mixup_alpha=0.1, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5,
     # mode='batch', correct_lam=True): every batch is mixed, half by mixup,

@@ -1,0 +1,550 @@
+"""Classification transfer: the ImageNet fine-tuning recipe against the official
+SparK values, the layer-wise lr decay against the official rule (every
+parameter), the pieces mmpretrain lacked (pixel random erasing, kNN), and the
+real chain on CPU: SparK pretraining -> fine-tune / linear probe / kNN on a
+generated labelled folder -> accuracy from mmpretrain's evaluator."""
+import glob
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import spark_mm  # noqa: E402,F401
+import spark_mm.classification  # noqa: E402,F401
+from spark_mm.classification import (KNNClassifier,  # noqa: E402
+                                     PixelRandomErasing, make_labelled_folder)
+from spark_mm.engine.layer_decay import resnet_cls_layer_ids  # noqa: E402
+from spark_mm.registry import MODELS  # noqa: E402
+from spark_mm.utils import revert_sync_bn_in_config  # noqa: E402
+
+CONFIGS = os.path.join(ROOT, 'configs', 'imagenet')
+
+# keyu-tian/SparK downstream_imagenet/arg.py, HP_DEFAULT_VALUES, as read there:
+# (bs, ep, wp_ep, opt, base_lr, lr_scale, wd, mixup, rep_aug, drop_path, ema)
+OFFICIAL = {
+    'convnext_small': (4096, 400, 20, 'adam', 0.0002, 0.7, 0.01, 0.8, 3, 0.3, 0.9999),
+    'convnext_base': (4096, 400, 20, 'adam', 0.0001, 0.7, 0.01, 0.8, 3, 0.4, 0.9999),
+    'convnext_large': (4096, 200, 10, 'adam', 0.0001, 0.7, 0.02, 0.8, 3, 0.5, 0.9999),
+    'resnet50': (4096, 300, 5, 'lamb', 0.002, 0.7, 0.02, 0.1, 0, 0.05, 0.9999),
+    'resnet101': (4096, 300, 5, 'lamb', 0.001, 0.8, 0.02, 0.1, 0, 0.2, 0.9999),
+    'resnet152': (4096, 300, 5, 'lamb', 0.001, 0.8, 0.02, 0.1, 0, 0.2, 0.9999),
+    'resnet200': (4096, 300, 5, 'lamb', 0.001, 0.8, 0.02, 0.1, 0, 0.2, 0.9999),
+}
+RECIPE_CONFIGS = {
+    'resnet50': ('resnet50_spark-ft_8xb512-lamb-coslr-300e_in1k.py', 'r50_finetune.py'),
+    'resnet101': ('resnet101_spark-ft_8xb512-lamb-coslr-300e_in1k.py', 'r101_finetune.py'),
+    'resnet152': ('resnet152_spark-ft_8xb512-lamb-coslr-300e_in1k.py', 'r152_finetune.py'),
+    'resnet200': ('resnet200_spark-ft_8xb512-lamb-coslr-300e_in1k.py', 'r200_finetune.py'),
+    'convnext_small': ('convnext-s_spark-ft_8xb512-adamw-coslr-400e_in1k.py',
+                       'convnext_s_finetune.py'),
+    'convnext_base': ('convnext-b_spark-ft_8xb512-adamw-coslr-400e_in1k.py',
+                      'convnext_b_finetune.py'),
+    'convnext_large': ('convnext-l_spark-ft_8xb512-adamw-coslr-200e_in1k.py',
+                       'convnext_l_finetune.py'),
+}
+NUM_GPUS = 8  # the '8xb512' of the names
+
+
+def load(name, **overrides):
+    cfg = Config.fromfile(os.path.join(CONFIGS, name))
+    cfg.merge_from_dict(overrides)
+    revert_sync_bn_in_config(cfg)
+    return cfg
+
+
+def build(cfg):
+    with DefaultScope.overwrite_default_scope('spark_mm'):
+        model = MODELS.build(cfg.model)
+        return model, build_optim_wrapper(model, cfg.optim_wrapper)
+
+
+def per_param(model, optim_wrapper):
+    by_param = {id(p): (group['lr'], group['weight_decay'])
+                for group in optim_wrapper.optimizer.param_groups
+                for p in group['params']}
+    assert len(by_param) == sum(1 for _ in model.parameters())
+    return {name: by_param[id(p)] for name, p in model.named_parameters()}
+
+
+# ------------------------------------------------- the official rules, restated
+def official_no_decay(name, param):
+    """downstream_imagenet/lr_decay.py get_param_groups, nowd_keys of util.py."""
+    return (param.ndim == 1 or name.endswith('.bias') or
+            any(k in name for k in ('cls_token', 'pos_embed', 'mask_token',
+                                    'gamma')))
+
+
+def official_resnet_scale_exp(model, name):
+    """downstream_imagenet/models/__init__.py resnets_get_layer_id_and_scale_exp
+    on a timm ResNet's parameter names."""
+    L2, L3 = len(model.layer2), len(model.layer3)
+    blk2, blk3 = {(4, 6): (2, 3), (4, 23): (2, 3), (8, 36): (4, 4),
+                  (24, 36): (4, 4), (30, 48): (5, 6)}[(L2, L3)]
+    N2, N3 = math.ceil(L2 / blk2 - 1e-5), math.ceil(L3 / blk3 - 1e-5)
+    N = 2 + N2 + N3
+    if name.startswith('layer'):
+        stage, block = int(name.split('.')[0][5:]), int(name.split('.')[1])
+        layer_id = {1: 1, 2: 2 + block // blk2, 3: 2 + N2 + block // blk3,
+                    4: N}[stage]
+    elif name.startswith('fc.'):
+        layer_id = N + 1
+    else:
+        layer_id = 0
+    return N + 1 - layer_id
+
+
+def official_convnext_scale_exp(depths, name):
+    """downstream_imagenet/models/__init__.py convnext_get_layer_id_and_scale_exp
+    on the ConvNeXt authors' parameter names."""
+    N = 12 if depths[-2] > 9 else 6
+    if name.startswith('downsample_layers'):
+        stage = int(name.split('.')[1])
+        layer_id = 0 if stage == 0 else stage + 1 if stage in (1, 2) else N
+    elif name.startswith('stages'):
+        stage, block = int(name.split('.')[1]), int(name.split('.')[2])
+        layer_id = stage + 1 if stage in (0, 1) else \
+            3 + block // 3 if stage == 2 else N
+    else:
+        layer_id = N + 1
+    return N + 1 - layer_id
+
+
+def official_convnext_names(depths):
+    """Parameter names of downstream_imagenet/models/convnext_official.py."""
+    names = ['downsample_layers.0.0.weight', 'downsample_layers.0.0.bias',
+             'downsample_layers.0.1.weight', 'downsample_layers.0.1.bias']
+    for i in range(1, 4):
+        names += [f'downsample_layers.{i}.{j}.{p}' for j in (0, 1)
+                  for p in ('weight', 'bias')]
+    for i, depth in enumerate(depths):
+        for j in range(depth):
+            names += [f'stages.{i}.{j}.{p}' for p in (
+                'gamma', 'dwconv.weight', 'dwconv.bias', 'norm.weight',
+                'norm.bias', 'pwconv1.weight', 'pwconv1.bias',
+                'pwconv2.weight', 'pwconv2.bias')]
+    return names + ['norm.weight', 'norm.bias', 'head.weight', 'head.bias']
+
+
+def to_official_convnext(name):
+    """mmpretrain ImageClassifier(ConvNeXt) name -> the authors' name."""
+    name = re.sub(r'^backbone\.norm3\.', 'norm.', name)
+    name = re.sub(r'^head\.fc\.', 'head.', name)
+    name = name.replace('backbone.', '', 1)
+    for ours, theirs in (('depthwise_conv', 'dwconv'),
+                         ('pointwise_conv1', 'pwconv1'),
+                         ('pointwise_conv2', 'pwconv2')):
+        name = name.replace(ours, theirs)
+    return name
+
+
+# ----------------------------------------------------------- layer-wise decay
+@pytest.mark.parametrize('depth', [50, 101])
+def test_resnet_layer_decay_equals_the_official_rule_for_every_parameter(depth):
+    import timm
+    key = f'resnet{depth}'
+    bs, _, _, _, base_lr, decay, wd = OFFICIAL[key][:7]
+    model, optim_wrapper = build(load(RECIPE_CONFIGS[key][0]))
+    lrs = per_param(model, optim_wrapper)
+    reference = timm.create_model(key, num_classes=1000)
+    official = dict(reference.named_parameters())
+    ours = {}
+    for name, param in model.named_parameters():
+        timm_name = re.sub(r'^(backbone|head)\.', '', name)
+        ours[timm_name] = name
+        assert official[timm_name].shape == param.shape, name
+        lr, weight_decay = lrs[name]
+        exp = official_resnet_scale_exp(reference, timm_name)
+        assert lr == pytest.approx(base_lr * bs / 256 * decay**exp,
+                                   rel=1e-12), name
+        expected_wd = 0.0 if official_no_decay(timm_name, param) else wd
+        assert weight_decay == expected_wd, name
+    assert set(ours) == set(official)  # every parameter, no more, no less
+    # spot values: N = 6 (R50) / 12 (R101); stem decay**(N+1), fc lr itself
+    last = 6 if depth == 50 else 12
+    assert lrs['backbone.conv1.weight'][0] == pytest.approx(
+        base_lr * 16 * decay**(last + 1))
+    assert lrs['head.fc.weight'][0] == pytest.approx(base_lr * 16)
+
+
+def test_resnet_layer_ids_of_the_deeper_official_depths():
+    import timm
+    from mmpretrain.models.backbones import ResNet
+    r152 = ['backbone.' + n for n, _ in ResNet(152).named_parameters()]
+    r200 = timm.create_model('resnet200', num_classes=0)
+    r200_names = ['backbone.timm_model.' + n for n, _ in r200.named_parameters()]
+    for names, last, reference in ((r152, 13, None), (r200_names, 17, r200)):
+        ids, n = resnet_cls_layer_ids(names + ['head.fc.weight'])
+        assert n == last
+        assert ids['head.fc.weight'] == last + 1
+        if reference is not None:
+            for name in names:
+                local = name[len('backbone.timm_model.'):]
+                assert last + 1 - ids[name] == \
+                    official_resnet_scale_exp(reference, local), name
+    ids, _ = resnet_cls_layer_ids(r152)
+    # R152: layer2 (8 blocks) in groups of 4, layer3 (36) in groups of 4
+    assert ids['backbone.layer2.4.conv1.weight'] == 3
+    assert ids['backbone.layer3.0.conv1.weight'] == 4
+    assert ids['backbone.layer3.35.conv1.weight'] == 12
+    with pytest.raises(ValueError, match='expects a ResNet'):
+        resnet_cls_layer_ids(['backbone.stages.0.0.gamma'])
+
+
+def test_resnet_cls_constructor_needs_its_decay_rate():
+    from spark_mm.engine.layer_decay import \
+        ResNetClsLayerDecayOptimWrapperConstructor
+    with pytest.raises(ValueError, match='decay_rate'):
+        ResNetClsLayerDecayOptimWrapperConstructor(
+            dict(type='OptimWrapper', optimizer=dict(type='Lamb', lr=1e-3)))
+
+
+def test_mmpretrain_convnext_layer_decay_equals_the_official_rule():
+    """mmpretrain's LearningRateDecayOptimWrapperConstructor with ConvNeXt's
+    get_layer_depth gives the official per-parameter lr and weight decay."""
+    bs, _, _, _, base_lr, decay, wd = OFFICIAL['convnext_small'][:7]
+    model, optim_wrapper = build(load(RECIPE_CONFIGS['convnext_small'][0]))
+    lrs = per_param(model, optim_wrapper)
+    depths = [3, 3, 27, 3]
+    mapped = {}
+    for name, param in model.named_parameters():
+        official = to_official_convnext(name)
+        mapped[official] = name
+        lr, weight_decay = lrs[name]
+        exp = official_convnext_scale_exp(depths, official)
+        assert lr == pytest.approx(base_lr * bs / 256 * decay**exp,
+                                   rel=1e-12), name
+        expected_wd = 0.0 if official_no_decay(official, param) else wd
+        assert weight_decay == pytest.approx(expected_wd), name
+    assert set(mapped) == set(official_convnext_names(depths))
+    assert lrs['backbone.downsample_layers.0.0.weight'][0] == pytest.approx(
+        base_lr * 16 * decay**13)
+    assert lrs['backbone.stages.2.26.pointwise_conv1.weight'][0] == \
+        pytest.approx(base_lr * 16 * decay**2)
+
+
+# -------------------------------------------------------------------- recipes
+@pytest.mark.parametrize('key', sorted(RECIPE_CONFIGS))
+def test_full_size_recipe_matches_the_official_table(key):
+    bs, ep, wp_ep, opt, base_lr, lr_scale, wd, mixup, rep_aug, drop_path, \
+        ema = OFFICIAL[key]
+    name, short = RECIPE_CONFIGS[key]
+    raw = Config.fromfile(os.path.join(CONFIGS, name))
+    assert Config.fromfile(os.path.join(CONFIGS, short)).model == raw.model
+    assert raw.default_scope == 'spark_mm'
+    assert raw.train_dataloader.batch_size * NUM_GPUS == bs
+    assert raw.train_cfg.max_epochs == ep
+    scheduler, = raw.param_scheduler
+    assert scheduler.type == 'SparKWarmupCosineLR'
+    assert (scheduler.warmup, scheduler.end) == (wp_ep, ep)
+    assert scheduler.convert_to_iter_based and scheduler.by_epoch
+    optim = raw.optim_wrapper
+    assert 'clip_grad' not in optim  # official clip -1
+    assert optim.optimizer.lr == pytest.approx(base_lr * bs / 256, rel=1e-12)
+    assert optim.optimizer.weight_decay == wd
+    assert optim.optimizer.betas == (0.9, 0.999)
+    if opt == 'lamb':
+        assert optim.optimizer.type == 'Lamb'
+        assert optim.optimizer.eps == 1e-6
+        assert optim.optimizer.bias_correction is False
+        assert optim.optimizer.always_adapt is True
+        assert optim.optimizer.max_grad_norm == 1e7
+        assert optim.constructor == 'ResNetClsLayerDecayOptimWrapperConstructor'
+        assert optim.paramwise_cfg.decay_rate == lr_scale
+    else:
+        assert optim.optimizer.type == 'AdamW' and optim.optimizer.eps == 1e-8
+        assert optim.constructor == 'LearningRateDecayOptimWrapperConstructor'
+        assert optim.paramwise_cfg.layer_decay_rate == lr_scale
+    model = raw.model
+    assert model.backbone.drop_path_rate == drop_path
+    assert model.backbone.init_cfg.type == 'Pretrained'
+    augments = model.train_cfg.augments
+    assert [a.type for a in augments] == ['Mixup', 'CutMix']
+    assert (augments[0].alpha, augments[1].alpha) == (mixup, 1.0)
+    assert model.train_cfg.probs == [0.5, 0.5]
+    loss = model.head.loss
+    assert loss.type == 'LabelSmoothLoss' and loss.label_smooth_val == 0.1
+    assert loss.mode == 'original'
+    assert loss.use_sigmoid is (opt == 'lamb')  # BCE with LAMB, soft CE else
+    sampler = raw.train_dataloader.sampler
+    if rep_aug:
+        assert sampler.type == 'RepeatAugSampler'
+        assert sampler.num_repeats == rep_aug
+    else:
+        assert sampler.type == 'DefaultSampler'
+    ema_hook, = [h for h in raw.custom_hooks if h.type == 'EMAHook']
+    assert ema_hook.momentum == pytest.approx(1 - ema)
+    assert ema_hook.update_buffers is True
+    assert {'NanGuardHook', 'StepSeedHook'} <= {h.type for h in raw.custom_hooks}
+    if key == 'resnet200':
+        assert model.backbone.type == 'TIMMBackbone'
+        assert model.backbone.model_name == 'resnet200'
+        assert raw.sync_bn == 'torch'
+    elif opt == 'lamb':
+        assert model.backbone.norm_cfg.type == 'SyncBN'  # official sbn=True
+        assert model.backbone.depth == int(key[6:])
+    else:
+        assert model.backbone.arch == key.split('_')[1]
+
+    # data.py: TrivialAugmentWide (img_size < 384), timm random erasing
+    # (0.25, pixel), eval resize floor(224 / 0.95) = 235 + center crop
+    train = [t.type for t in raw.train_dataloader.dataset.pipeline]
+    assert train == ['LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip',
+                     'NumpyToPIL', 'torchvision/TrivialAugmentWide',
+                     'PILToNumpy', 'PixelRandomErasing', 'PackInputs']
+    crop = raw.train_dataloader.dataset.pipeline[1]
+    assert (crop.scale, crop.interpolation) == (224, 'bicubic')
+    assert raw.train_dataloader.dataset.pipeline[6].erase_prob == 0.25
+    resize = raw.val_dataloader.dataset.pipeline[1]
+    assert (resize.scale, resize.interpolation) == (
+        math.floor(224 / 0.95), 'bicubic')
+    assert raw.val_dataloader.dataset.pipeline[2].crop_size == 224
+
+    # the full-size model and optimizer build; the lr groups span the decay
+    built, optim_wrapper = build(load(name))
+    assert built.backbone.__class__.__name__ == model.backbone.type
+    lrs = sorted({group['lr'] for group in optim_wrapper.optimizer.param_groups})
+    n_layers = {'resnet50': 8, 'resnet101': 14, 'resnet152': 15,
+                'resnet200': 19}.get(key, 14)
+    assert len(lrs) == n_layers
+    assert lrs[-1] == pytest.approx(base_lr * bs / 256)
+    assert lrs[0] == pytest.approx(base_lr * bs / 256 * lr_scale**(n_layers - 1))
+    drop_paths = [m.drop_prob for m in built.modules()
+                  if type(m).__name__ == 'DropPath']
+    assert max(drop_paths) == pytest.approx(drop_path)
+
+
+@pytest.mark.parametrize('key', ['resnet50', 'convnext_small'])
+def test_head_loss_is_the_official_criterion_on_the_mixed_target(key):
+    from mmpretrain.structures import DataSample
+    cfg = load(RECIPE_CONFIGS[key][0])
+    with DefaultScope.overwrite_default_scope('spark_mm'):
+        head = MODELS.build(cfg.model.head)
+    torch.manual_seed(0)
+    channels = cfg.model.head.in_channels
+    feats = (torch.randn(6, channels), )
+    lam = 0.7
+    labels = torch.tensor([3, 10, 999, 0, 5, 7])
+    mixed = lam * F.one_hot(labels, 1000) + \
+        (1 - lam) * F.one_hot(labels.flip(0), 1000)
+    samples = [DataSample().set_gt_score(t.float()) for t in mixed]
+    loss = head.loss(feats, samples)['loss']
+    logits = head(feats)
+    target = mixed * 0.9 + 0.1 / 1000  # official mixup_target, smoothing 0.1
+    if key == 'resnet50':  # timm BinaryCrossEntropy: mean over all elements
+        expected = F.binary_cross_entropy_with_logits(logits, target)
+    else:  # timm SoftTargetCrossEntropy
+        expected = (-target * logits.log_softmax(-1)).sum(-1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ------------------------------------------------------- pieces mmpretrain lacked
+def test_pixel_random_erasing_gives_unit_normal_noise_after_normalization():
+    mean, std = [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]
+    erase = PixelRandomErasing(mean=mean, std=std, erase_prob=1.0)
+    np.random.seed(0)
+    img = np.full((224, 224, 3), 7, dtype=np.uint8)
+    out = erase.transform(dict(img=img.copy()))['img']
+    assert out.dtype == np.float32
+    normalized = (out - np.array(mean)) / np.array(std)
+    erased = out != 7
+    area = erased.any(-1).mean()
+    assert 0.02 * 0.8 < area < 1 / 3 * 1.2
+    noise = normalized[erased]
+    assert abs(noise.mean()) < 0.05 and abs(noise.std() - 1) < 0.05
+    assert out.max() > 255 or out.min() < 0  # unclipped, as timm's
+    kept = PixelRandomErasing(mean=mean, std=std, erase_prob=0.0).transform(
+        dict(img=img.copy()))['img']
+    assert kept.dtype == np.float32 and np.array_equal(kept, img)
+    with pytest.raises(ValueError, match='erase_prob'):
+        PixelRandomErasing(mean=mean, std=std, erase_prob=2)
+
+
+def tiny_knn(**kwargs):
+    with DefaultScope.overwrite_default_scope('spark_mm'):
+        return MODELS.build(dict(
+            type='KNNClassifier',
+            backbone=dict(type='ResNet', depth=18, out_indices=(3, )),
+            neck=dict(type='GlobalAveragePooling'), **kwargs))
+
+
+def test_knn_votes_equal_a_brute_force_weighted_knn():
+    torch.manual_seed(0)
+    model = tiny_knn(num_classes=3, k=4, temperature=0.1).eval()
+    bank = F.normalize(torch.randn(10, 512), dim=1)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    model.set_bank(bank, labels)
+    images = torch.randn(2, 3, 32, 32)
+    samples = model.predict(images)
+    feats = model.extract_feat(images)
+    for feat, sample in zip(feats, samples):
+        sims = [(float(feat @ b), int(lab)) for b, lab in zip(bank, labels)]
+        sims.sort(reverse=True)
+        votes = [0.0] * 3
+        for sim, label in sims[:4]:
+            votes[label] += math.exp(sim / 0.1)
+        expected = torch.tensor(votes) / sum(votes)
+        assert torch.allclose(sample.pred_score, expected, atol=1e-6)
+        assert int(sample.pred_label) == int(expected.argmax())
+    with pytest.raises(ValueError, match='nothing to train'):
+        model(images, mode='loss')
+
+
+def test_knn_loads_a_backbone_export_and_refuses_a_foreign_checkpoint():
+    model = tiny_knn(num_classes=3)
+    with DefaultScope.overwrite_default_scope('spark_mm'):
+        donor = MODELS.build(dict(type='ResNet', depth=18, out_indices=(3, )))
+    export = {k: v + 1 for k, v in donor.state_dict().items()
+              if v.is_floating_point()}
+    from mmengine.runner.checkpoint import load_state_dict
+    load_state_dict(model, dict(export))
+    loaded = model.backbone.state_dict()
+    assert torch.equal(loaded['layer2.0.conv1.weight'],
+                       export['layer2.0.conv1.weight'])
+    with pytest.raises(ValueError, match='lacks .* backbone'):
+        load_state_dict(model, {'backbone.conv1.weight':
+                                export['conv1.weight']})
+    with pytest.raises(RuntimeError, match='bank is empty'):
+        tiny_knn(num_classes=3).predict(torch.randn(1, 3, 32, 32))
+
+
+# -------------------------------------------------------------- the real chain
+def run_tool(args, cwd, timeout=600, expect_ok=True):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable] + args, cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if expect_ok:
+        assert result.returncode == 0, (result.stdout[-3000:] +
+                                        result.stderr[-3000:])
+    return result
+
+
+def last_accuracy(work_dir):
+    path, = glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    return [row for row in rows if 'accuracy/top1' in row][-1]['accuracy/top1']
+
+
+def loader_options(prefix):
+    return [f'{prefix}.num_workers=0', f'{prefix}.persistent_workers=False']
+
+
+@pytest.fixture(scope='module')
+def chain(tmp_path_factory):
+    """A real short SparK pretraining of a ResNet-18 and a labelled folder."""
+    tmp = tmp_path_factory.mktemp('cls_chain')
+    run_tool([
+        os.path.join(ROOT, 'tools', 'train.py'),
+        os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py'),
+        '--work-dir', str(tmp / 'pretrain'), '--cfg-options',
+        'train_cfg.max_epochs=1', 'train_dataloader.batch_size=8',
+        f'train_dataloader.dataset.data_root={tmp / "images"}',
+        'train_dataloader.dataset.num_images=16',
+        'default_hooks.checkpoint.interval=1'
+    ] + loader_options('train_dataloader'), cwd=tmp)
+    folder = make_labelled_folder(str(tmp / 'labelled'), num_train=24,
+                                  num_val=12, image_size=64)
+    return dict(tmp=tmp, folder=folder,
+                export=tmp / 'pretrain' / 'backbone.pth',
+                checkpoint=tmp / 'pretrain' / 'epoch_1.pth')
+
+
+def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
+    tmp, work = chain['tmp'], chain['tmp'] / 'finetune'
+    epochs = 3
+    run_tool([
+        os.path.join(ROOT, 'tools', 'train.py'),
+        os.path.join(CONFIGS, 'demo_r18_finetune.py'), '--work-dir', str(work),
+        '--data-root', chain['folder'], '--cfg-options',
+        f'model.backbone.init_cfg.checkpoint={chain["export"]}',
+        f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+        f'param_scheduler.0.end={epochs}',
+        f'default_hooks.checkpoint.interval={epochs}'
+    ] + loader_options('train_dataloader') + loader_options('val_dataloader'),
+        cwd=tmp)
+    accuracy = last_accuracy(str(work))
+    assert accuracy > 50, accuracy  # 4 balanced classes: chance is 25
+    export = torch.load(chain['export'])['state_dict']
+    tuned = torch.load(work / f'epoch_{epochs}.pth', map_location='cpu',
+                       weights_only=False)['state_dict']
+    name = 'layer1.0.conv1.weight'  # started from the SparK weights, moved
+    delta = (tuned['backbone.' + name] - export[name]).abs().max()
+    assert 0 < delta < 0.1 * export[name].abs().max()
+
+
+def test_chain_linear_probe_from_the_pretraining_checkpoint(chain):
+    tmp, work = chain['tmp'], chain['tmp'] / 'linear'
+    epochs = 3
+    run_tool([
+        os.path.join(ROOT, 'tools', 'train.py'),
+        os.path.join(CONFIGS, 'demo_r18_linear.py'), '--work-dir', str(work),
+        '--data-root', chain['folder'], '--cfg-options',
+        f'model.backbone.init_cfg.checkpoint={chain["checkpoint"]}',
+        'model.backbone.init_cfg.prefix=backbone.',
+        f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+        'param_scheduler.0.milestones=[2]',
+        f'default_hooks.checkpoint.interval={epochs}'
+    ] + loader_options('train_dataloader') + loader_options('val_dataloader'),
+        cwd=tmp)
+    assert last_accuracy(str(work)) > 50
+    # the backbone is frozen, BN statistics included: it is the SparK one
+    export = torch.load(chain['export'])['state_dict']
+    probed = torch.load(work / f'epoch_{epochs}.pth', map_location='cpu',
+                        weights_only=False)['state_dict']
+    for key, value in export.items():
+        assert torch.equal(probed['backbone.' + key], value), key
+
+
+def test_chain_knn_accuracy_from_the_backbone_export(chain):
+    result = run_tool([
+        os.path.join(ROOT, 'tools', 'test.py'),
+        os.path.join(CONFIGS, 'demo_r18_knn.py'), str(chain['export']),
+        '--work-dir', str(chain['tmp'] / 'knn'), '--cfg-options',
+        f'test_dataloader.dataset.data_root={chain["folder"]}',
+        f'custom_hooks.0.dataloader.dataset.data_root={chain["folder"]}'
+    ], cwd=chain['tmp'])
+    output = result.stdout + result.stderr
+    assert 'kNN bank: 96 images, 4 classes' in output
+    accuracy = float(re.search(r'metrics: accuracy/top1=([\d.]+)',
+                               output).group(1))
+    assert accuracy > 50
+
+
+def test_chain_amp_runs_and_a_nan_stops_with_one_line(chain):
+    """--amp (bf16 autocast on CPU) trains a step; an lr that blows the
+    weights up ends in NanGuardHook's one-line error, nothing saved."""
+    work = chain['tmp'] / 'nan'
+    result = run_tool([
+        os.path.join(ROOT, 'tools', 'train.py'),
+        os.path.join(CONFIGS, 'demo_r18_finetune.py'), '--work-dir', str(work),
+        '--amp', '--data-root', chain['folder'], '--cfg-options',
+        f'model.backbone.init_cfg.checkpoint={chain["export"]}',
+        'optim_wrapper.optimizer.lr=1e30', 'train_dataloader.batch_size=8',
+        'train_dataloader.dataset.indices=24', 'default_hooks.logger.interval=1',
+        'train_cfg.max_epochs=2', 'param_scheduler.0.end=2',
+    ] + loader_options('train_dataloader') + loader_options('val_dataloader'),
+        cwd=chain['tmp'], expect_ok=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert 'AutocastOptimWrapper' in output
+    first = re.search(r'Epoch\(train\)\s+\[1\]\[1/3\].*loss: ([-\d.naife+]+)',
+                      output)
+    assert first and math.isfinite(float(first.group(1))), output[-3000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert re.match(r'error: loss=(nan|inf) at iteration \d+ \(epoch \d+\); '
+                    r'training stopped without saving', last_line), last_line
+    assert 'Traceback' not in result.stderr
+    assert not glob.glob(str(work / '*.pth'))
