@@ -608,30 +608,31 @@ def test_bad_inputs_end_in_one_line_and_write_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_resnet200_goes_to_timm_only(tmp_path, capsys):
-    """The official ResNet-200 release: timm is the only toolbox with that
-    depth; asking mmdet for it is a one-line error."""
-    from spark_mm.export_sources import read_backbone
-    weights = {}
-    for key, value in official_resnet('resnet50').state_dict().items():
-        weights[key] = value
-    # ResNet-200's block counts on ResNet-50 widths are enough for naming
-    template = {k[len('layer2.1.'):]: v for k, v in weights.items()
-                if k.startswith('layer2.1.')}
-    for block in range(4, 24):
-        weights.update({f'layer2.{block}.{k}': v for k, v in template.items()})
-    template = {k[len('layer3.1.'):]: v for k, v in weights.items()
-                if k.startswith('layer3.1.')}
-    for block in range(6, 36):
-        weights.update({f'layer3.{block}.{k}': v for k, v in template.items()})
-    backbone = read_backbone(weights)
-    from spark_mm.export_formats import default_formats, resnet_depth
-    assert resnet_depth(backbone.weights) == 200
-    assert default_formats(backbone.weights) == ('timm', )
-    torch.save(weights, tmp_path / 'res200.pth')
-    message = tool_error([str(tmp_path / 'res200.pth'), '--formats', 'mmdet',
-                          '--out-dir', str(tmp_path / 'out')])
+def test_official_resnet200_release_goes_to_timm(tmp_path, capsys):
+    """``res200_1kpretrained_timm_style.pth``: timm is the only toolbox with
+    ResNet-200, so that is the default and only format; asking mmdet or
+    Detectron2 for it is a one-line error."""
+    import timm
+    model = official_resnet('resnet200')
+    path = tmp_path / 'res200_1kpretrained_timm_style.pth'
+    torch.save({'module': model.state_dict(), 'arch': 'resnet200',
+                'is_pretrain': True}, path)
+    written, report = run_export(path, tmp_path / 'out', capsys)
+    assert list(written) == ['timm']
+    assert '[timm] resnet200: 2 missing (fc.weight, fc.bias), 0 unexpected' \
+        in report
+    target = timm.create_model('resnet200', pretrained=False)
+    result = target.load_state_dict(torch.load(written['timm']), strict=False)
+    assert sorted(result.missing_keys) == ['fc.bias', 'fc.weight']
+    assert result.unexpected_keys == []
+    x = image()
+    assert_same(resnet_stages(target, x), resnet_stages(model, x),
+                'timm resnet200')
+
+    message = tool_error([str(path), '--formats', 'mmdet',
+                          '--out-dir', str(tmp_path / 'bad')])
     assert 'no depth 200' in message and '--formats timm' in message
     with pytest.raises(CheckpointError, match='Detectron2 has no ResNet-200'):
-        export_backbone.export(str(tmp_path / 'res200.pth'),
-                               str(tmp_path / 'out'), formats=['detectron2'])
+        export_backbone.export(str(path), str(tmp_path / 'bad'),
+                               formats=['detectron2'])
+    assert not (tmp_path / 'bad').exists()
