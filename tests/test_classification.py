@@ -4,6 +4,7 @@ parameter), the pieces mmpretrain lacked (pixel random erasing, kNN), and the
 real chain on CPU: SparK pretraining -> fine-tune / linear probe / kNN on a
 generated labelled folder -> accuracy from mmpretrain's evaluator."""
 import glob
+import importlib.util
 import json
 import math
 import os
@@ -350,6 +351,62 @@ def test_head_loss_is_the_official_criterion_on_the_mixed_target(key):
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_linear_probe_and_knn_configs_follow_their_protocols():
+    cfg = load('r50_linear.py')
+    backbone = cfg.model.backbone
+    assert (backbone.frozen_stages, backbone.norm_eval) == (4, True)
+    assert backbone.init_cfg.type == 'Pretrained'
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.type, optimizer.lr, optimizer.momentum,
+            optimizer.weight_decay) == ('SGD', 30.0, 0.9, 0.0)
+    assert cfg.param_scheduler[0].milestones == [60, 80]
+    assert cfg.train_cfg.max_epochs == 100
+    assert cfg.train_dataloader.batch_size * NUM_GPUS == 256
+    assert {'NanGuardHook', 'StepSeedHook'} <= {h.type for h in cfg.custom_hooks}
+    with DefaultScope.overwrite_default_scope('spark_mm'):
+        model = MODELS.build(cfg.model)
+    model.train()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ['head.fc.weight', 'head.fc.bias']
+    assert not model.backbone.bn1.training  # BN statistics frozen too
+
+    for name, arch in (('r50_knn.py', 'ResNet'),
+                       ('convnext_s_knn.py', 'ConvNeXt')):
+        cfg = load(name)
+        assert (cfg.model.k, cfg.model.temperature) == (20, 0.07)
+        hook, = cfg.custom_hooks
+        assert hook.dataloader.dataset.split == 'train'
+        assert cfg.test_dataloader.dataset.split == 'val'
+        with DefaultScope.overwrite_default_scope('spark_mm'):
+            knn = MODELS.build(cfg.model)
+        assert type(knn.backbone).__name__ == arch
+        assert not any(p.requires_grad for p in knn.parameters())
+    # an official-style ConvNeXt release has no output norm: kept fresh
+    from mmengine.runner.checkpoint import load_state_dict
+    weights = {k: v for k, v in knn.backbone.state_dict().items()
+               if not k.startswith('norm3.')}
+    load_state_dict(knn, weights)
+
+
+def test_own_folder_with_another_class_count_stops_in_one_line(tmp_path):
+    from mmengine.runner import Runner
+    folder = make_labelled_folder(str(tmp_path / 'folder'), num_train=2,
+                                  num_val=1, image_size=32)
+    cfg = load('demo_r18_finetune.py', **{
+        'model.head.num_classes': 5, 'data_preprocessor.num_classes': 5,
+        'model.backbone.init_cfg': None,
+        'train_dataloader.dataset.data_root': folder,
+        'val_dataloader.dataset.data_root': folder,
+        'test_dataloader.dataset.data_root': folder,
+        'train_dataloader.num_workers': 0, 'val_dataloader.num_workers': 0,
+        'work_dir': str(tmp_path / 'work')})
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r'the training data has 4 classes .* '
+                       r'num_classes=5: add --cfg-options '
+                       r'model.head.num_classes=4'):
+        runner.train()
+
+
 # ------------------------------------------------------- pieces mmpretrain lacked
 def test_pixel_random_erasing_gives_unit_normal_noise_after_normalization():
     mean, std = [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]
@@ -455,8 +512,8 @@ def chain(tmp_path_factory):
         'train_dataloader.dataset.num_images=16',
         'default_hooks.checkpoint.interval=1'
     ] + loader_options('train_dataloader'), cwd=tmp)
-    folder = make_labelled_folder(str(tmp / 'labelled'), num_train=24,
-                                  num_val=12, image_size=64)
+    folder = make_labelled_folder(str(tmp / 'labelled'), num_train=16,
+                                  num_val=8, image_size=64)
     return dict(tmp=tmp, folder=folder,
                 export=tmp / 'pretrain' / 'backbone.pth',
                 checkpoint=tmp / 'pretrain' / 'epoch_1.pth')
@@ -517,10 +574,24 @@ def test_chain_knn_accuracy_from_the_backbone_export(chain):
         f'custom_hooks.0.dataloader.dataset.data_root={chain["folder"]}'
     ], cwd=chain['tmp'])
     output = result.stdout + result.stderr
-    assert 'kNN bank: 96 images, 4 classes' in output
+    assert 'kNN bank: 64 images, 4 classes' in output
     accuracy = float(re.search(r'metrics: accuracy/top1=([\d.]+)',
                                output).group(1))
     assert accuracy > 50
+
+    # a checkpoint of another architecture: one line, not a random backbone
+    spec = importlib.util.spec_from_file_location(
+        'test_tool', os.path.join(ROOT, 'tools', 'test.py'))
+    test_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_tool)
+    with pytest.raises(SystemExit, match=r'error: the checkpoint lacks \d+ of '
+                       r"the backbone's \d+ weights"):
+        test_tool.main([
+            os.path.join(CONFIGS, 'demo_r18_knn.py'), str(chain['export']),
+            '--work-dir', str(chain['tmp'] / 'knn_r50'), '--cfg-options',
+            'model.backbone.depth=50',
+            f'test_dataloader.dataset.data_root={chain["folder"]}',
+            f'custom_hooks.0.dataloader.dataset.data_root={chain["folder"]}'])
 
 
 def test_chain_amp_runs_and_a_nan_stops_with_one_line(chain):

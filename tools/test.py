@@ -19,6 +19,7 @@ import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.engine.checkpoint_safety import \
     allow_mmengine_checkpoints  # noqa: E402
 from spark_mm.datasets import set_data_root, use_annotation_classes  # noqa: E402
+from spark_mm.engine.user_errors import input_error_message  # noqa: E402
 from spark_mm.utils import load_tool_config, parse_tool_args  # noqa: E402
 
 
@@ -52,6 +53,16 @@ def main(argv=None):
     if not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint {args.checkpoint!r} does not exist')
     allow_mmengine_checkpoints()  # torch >= 2.6 loads with weights_only=True
+    try:
+        return run_test(args)
+    except Exception as error:  # bad input: one line; a bug: its traceback
+        message = input_error_message(error)
+        if message is None:
+            raise
+        sys.exit(f'error: {message}')
+
+
+def run_test(args):
     cfg = build_config(args)
     runner = Runner.from_cfg(cfg)
     if args.out is not None:

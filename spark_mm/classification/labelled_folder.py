@@ -84,3 +84,16 @@ def make_labelled_folder(root: str, num_train: int = 24, num_val: int = 12,
     except OSError:  # another process won the race: keep its folder
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+if __name__ == '__main__':
+    import argparse
+    parser = argparse.ArgumentParser(
+        description='Write the generated 4-class labelled folder')
+    parser.add_argument('root', nargs='?', default='data/spark_cls_demo')
+    parser.add_argument('--num-train', type=int, default=24)
+    parser.add_argument('--num-val', type=int, default=12)
+    parser.add_argument('--size', type=int, default=64)
+    args = parser.parse_args()
+    print(make_labelled_folder(args.root, args.num_train, args.num_val,
+                               args.size))
