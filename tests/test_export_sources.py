@@ -40,12 +40,6 @@ NORM_SENTENCE = ('norm0..norm3 absent: initialised fresh by the downstream '
                  'detection code')
 
 
-@pytest.fixture(autouse=True)
-def _float32_default():
-    yield
-    torch.set_default_dtype(torch.float32)
-
-
 # ------------------------------------------------------------------ helpers
 def randomise(model, seed=0):
     """Random weights, norm affines, layer scales and BN running statistics,
