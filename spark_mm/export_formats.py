@@ -333,8 +333,12 @@ def build_torchvision_convnext(state_dict: Mapping[str, torch.Tensor]
     from torchvision.models.convnext import CNBlockConfig, ConvNeXt
     arch = convnext_arch(state_dict)
     channels = list(arch['channels']) + [None]
-    return ConvNeXt([CNBlockConfig(channels[i], channels[i + 1], depth)
-                     for i, depth in enumerate(arch['depths'])])
+    model = ConvNeXt([CNBlockConfig(channels[i], channels[i + 1], depth)
+                      for i, depth in enumerate(arch['depths'])])
+    in_channels = input_channels(state_dict)
+    if in_channels != 3:  # no torchvision argument for it: a new stem conv
+        model.features[0][0] = torch.nn.Conv2d(in_channels, channels[0], 4, 4)
+    return model
 
 
 def detectron2_name(key: str) -> str:
