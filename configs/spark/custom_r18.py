@@ -1,5 +1,6 @@
 # SparK ResNet-18 on your own images, for small data and small machines (one
-# GPU or a CPU): 160 px, batch 32, decoder width 256, 200 epochs.
+# GPU or a CPU): 160 px, batch 32 (lr 2.8e-4, see custom_r50.py), decoder
+# width 256, 200 epochs.
 #   python tools/train.py configs/spark/custom_r18.py --data-root /path/to/images
 # Everything else as custom_r50.py (recursive folder, any size, no labels).
 _base_ = ['custom_r50.py']
@@ -21,7 +22,7 @@ train_dataloader = dict(
     batch_size=batch_size,
     num_workers=2,
     dataset=dict(pipeline=folder_pretrain_pipeline(input_size, in_channels)))
-optim_wrapper = dict(optimizer=dict(lr=2e-4 * batch_size / 256))
+optim_wrapper = dict(optimizer=dict(lr=3.2e-3 * (batch_size / 4096) ** 0.5))
 param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs)
 train_cfg = dict(max_epochs=max_epochs)
 auto_scale_lr = dict(base_batch_size=batch_size)

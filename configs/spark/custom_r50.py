@@ -3,11 +3,15 @@
 # 32 px are left out with a warning).
 #   python tools/train.py configs/spark/custom_r50.py --data-root /path/to/images
 # Presets for a few thousand to a few hundred thousand images on 1-8 GPUs:
-# batch 64 per GPU, lr = 2e-4 x batch / 256 (the official rule; --auto-scale-lr
-# rescales it to GPUs x batch), 400 epochs with 20 warm-up epochs (the official
-# 1600/40 is for ImageNet-1k; a small set needs more epochs than a large one
-# but not 1600), 224 px. Non-square input: input_size = (h, w), multiples of
-# 32. Other channel counts: see custom_r18_gray.py.
+# batch 64 per GPU; 400 epochs with 20 warm-up epochs (the official 1600/40 is
+# for ImageNet-1k); 224 px. lr: LAMB's lr is a per-layer relative step; the
+# official 2e-4 x batch / 256 is meant for batches of 4096 and ~500k steps and
+# gives a small batch almost no movement, so these presets scale the official
+# 3.2e-3 at 4096 by the square root of the batch (LAMB's usual rule):
+# 4e-4 at 64. --auto-scale-lr then rescales it (linearly, mmengine's rule)
+# from this batch to GPUs x batch. Non-square input: input_size = (h, w),
+# multiples of 32 (the crop keeps that aspect ratio). Other channel counts:
+# see custom_r18_gray.py.
 _base_ = ['r50_pretrain.py']
 from spark_mm.datasets.image_folder import folder_pretrain_pipeline  # noqa: E402
 from spark_mm.utils import spark_param_scheduler  # noqa: E402
@@ -36,7 +40,7 @@ train_dataloader = dict(
                  min_size=32,
                  pipeline=folder_pretrain_pipeline(input_size, in_channels)))
 
-optim_wrapper = dict(optimizer=dict(lr=2e-4 * batch_size / 256))
+optim_wrapper = dict(optimizer=dict(lr=3.2e-3 * (batch_size / 4096) ** 0.5))
 param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs)
 train_cfg = dict(max_epochs=max_epochs)
 auto_scale_lr = dict(base_batch_size=batch_size)
