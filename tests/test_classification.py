@@ -247,6 +247,9 @@ def test_full_size_recipe_matches_the_official_table(key):
     assert raw.default_scope == 'spark_mm'
     assert raw.train_dataloader.batch_size * NUM_GPUS == bs
     assert raw.train_cfg.max_epochs == ep
+    # main.py ep_eval: every 5 epochs in the first third, then every epoch
+    assert raw.train_cfg.val_interval == 5
+    assert [tuple(x) for x in raw.train_cfg.dynamic_intervals] == [(ep // 3, 1)]
     scheduler, = raw.param_scheduler
     assert scheduler.type == 'SparKWarmupCosineLR'
     assert (scheduler.warmup, scheduler.end) == (wp_ep, ep)

@@ -14,4 +14,5 @@ optim_wrapper = dict(optimizer=dict(lr=1e-4 * 4096 / 256, weight_decay=0.02))
 param_scheduler = [
     dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
          begin=0, end=max_epochs, convert_to_iter_based=True)]
-train_cfg = dict(max_epochs=max_epochs)
+train_cfg = dict(max_epochs=max_epochs,
+                 dynamic_intervals=[(max_epochs // 3, 1)])

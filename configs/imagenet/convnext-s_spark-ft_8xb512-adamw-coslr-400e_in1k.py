@@ -56,7 +56,9 @@ param_scheduler = [
     dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
          begin=0, end=max_epochs, convert_to_iter_based=True)]
 
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
+# main.py ep_eval: validate every 5 epochs in the first third, then every epoch
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=5,
+                 dynamic_intervals=[(max_epochs // 3, 1)])
 auto_scale_lr = dict(base_batch_size=global_batch_size, enable=False)
 
 custom_hooks = [

@@ -39,7 +39,8 @@ optim_wrapper = dict(optimizer=dict(lr=0.002 * batch_size / 256))
 param_scheduler = [
     dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
          begin=0, end=max_epochs, convert_to_iter_based=True)]
-train_cfg = dict(max_epochs=max_epochs)
+train_cfg = dict(max_epochs=max_epochs,
+                 dynamic_intervals=[(max_epochs // 3, 1)])
 auto_scale_lr = dict(base_batch_size=batch_size)
 # NumClassesCheckHook: a folder whose class count differs from num_classes
 # stops at once with one line saying what to set

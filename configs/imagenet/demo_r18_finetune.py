@@ -57,7 +57,8 @@ optim_wrapper = dict(optimizer=dict(lr=0.02))
 param_scheduler = [
     dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
          begin=0, end=max_epochs, convert_to_iter_based=True)]
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs,
+                 dynamic_intervals=None)
 auto_scale_lr = dict(base_batch_size=batch_size)
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
