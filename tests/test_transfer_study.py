@@ -70,8 +70,11 @@ def test_generator_is_deterministic_and_annotated(tmp_path, data):
 
 def test_study_end_to_end_with_resume(tmp_path, data):
     work = tmp_path / 'study'
-    # first attempt: stopped (SIGTERM) as soon as its first run has finished
-    process = subprocess.Popen(study_command(work, data), cwd=ROOT, env=ENV,
+    # first attempt, one run at a time: stopped (SIGTERM) as soon as its first
+    # run (the pretraining) has finished
+    first = study_command(work, data)
+    first[first.index('--jobs') + 1] = '1'
+    process = subprocess.Popen(first, cwd=ROOT, env=ENV,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     deadline = time.time() + 600
@@ -84,7 +87,8 @@ def test_study_end_to_end_with_resume(tmp_path, data):
     assert 'run the same command again to continue' in output
     assert 'Traceback' not in output
     done_first = sorted(path.name for path in (work / 'results').glob('*.json'))
-    assert done_first and not (work / 'results.md').exists()
+    assert done_first == ['pretrain_spark_s0.json']
+    assert not (work / 'results.md').exists()
 
     result = subprocess.run(study_command(work, data), cwd=ROOT, env=ENV,
                             capture_output=True, text=True, timeout=900)

@@ -1,6 +1,6 @@
 # The fine-tuning of tools/transfer_study.py: Mask R-CNN R18-FPN on the study's
 # few labelled scenes (128x160 px), sized for 2 CPU cores: FPN/heads 64 wide,
-# short side 128..192, batch 4, 300 iterations, COCO bbox + segm AP
+# short side 128..160, batch 4, 300 iterations, COCO bbox + segm AP
 # (pycocotools) at the end, after precise BN. Random initialisation:
 # --cfg-options model.backbone.init_cfg=None.
 _base_ = './custom_r18_coco.py'
@@ -26,7 +26,7 @@ model = dict(
         rpn=dict(nms_pre=500, max_per_img=200),
         rcnn=dict(max_per_img=30)))
 
-train_scales = [(400, short) for short in range(128, 193, 16)]
+train_scales = [(400, short) for short in range(128, 161, 16)]
 train_pipeline = [
     dict(type='spark_mm.LoadImageChannels', channels=3),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
