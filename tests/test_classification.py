@@ -274,10 +274,10 @@ def test_full_size_recipe_matches_the_official_table(key):
     model = raw.model
     assert model.backbone.drop_path_rate == drop_path
     assert model.backbone.init_cfg.type == 'Pretrained'
-    augments = model.train_cfg.augments
-    assert [a.type for a in augments] == ['Mixup', 'CutMix']
-    assert (augments[0].alpha, augments[1].alpha) == (mixup, 1.0)
-    assert model.train_cfg.probs == [0.5, 0.5]
+    mix = model.train_cfg.augments  # util.py BatchMixup arguments
+    assert mix.type == 'SparKBatchMixup'
+    assert (mix.mixup_alpha, mix.cutmix_alpha, mix.prob, mix.switch_prob) == (
+        mixup, 1.0, 1.0, 0.5)
     loss = model.head.loss
     assert loss.type == 'LabelSmoothLoss' and loss.label_smooth_val == 0.1
     assert loss.mode == 'original'
@@ -430,6 +430,53 @@ def test_pixel_random_erasing_gives_unit_normal_noise_after_normalization():
     assert kept.dtype == np.float32 and np.array_equal(kept, img)
     with pytest.raises(ValueError, match='erase_prob'):
         PixelRandomErasing(mean=mean, std=std, erase_prob=2)
+
+
+def official_batch_mixup(x, y, mixup_alpha, cutmix_alpha=1.0, prob=1.0,
+                         switch_prob=0.5):
+    """downstream_imagenet/mixup.py BatchMixup (mode 'batch', correct_lam),
+    re-stated: the reference the augment must equal draw for draw."""
+    x = x.clone()
+    lam, use_cutmix = 1.0, False
+    if np.random.rand() < prob:
+        use_cutmix = np.random.rand() < switch_prob
+        alpha = cutmix_alpha if use_cutmix else mixup_alpha
+        lam = float(np.random.beta(alpha, alpha))
+    if lam != 1.0:
+        if use_cutmix:
+            h, w = x.shape[-2:]
+            ratio = np.sqrt(1 - lam)
+            cut_h, cut_w = int(h * ratio), int(w * ratio)
+            cy, cx = np.random.randint(0, h), np.random.randint(0, w)
+            yl, yh = np.clip(cy - cut_h // 2, 0, h), np.clip(cy + cut_h // 2, 0, h)
+            xl, xh = np.clip(cx - cut_w // 2, 0, w), np.clip(cx + cut_w // 2, 0, w)
+            lam = 1.0 - (yh - yl) * (xh - xl) / float(h * w)
+            x[:, :, yl:yh, xl:xh] = x.flip(0)[:, :, yl:yh, xl:xh]
+        else:
+            x = x * lam + x.flip(0) * (1.0 - lam)
+    return x, y * lam + y.flip(0) * (1.0 - lam)
+
+
+@pytest.mark.parametrize('mixup_alpha', [0.1, 0.8])
+def test_batch_mixup_equals_the_official_one_draw_for_draw(mixup_alpha):
+    from spark_mm.classification import SparKBatchMixup
+    mixer = SparKBatchMixup(mixup_alpha=mixup_alpha)
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 20, 24)
+    y = F.one_hot(torch.tensor([0, 1, 2, 3, 4, 1]), 5).float()
+    kinds = set()
+    for seed in range(40):
+        np.random.seed(seed)
+        ours = mixer(x, y)
+        np.random.seed(seed)
+        reference = official_batch_mixup(x, y, mixup_alpha)
+        assert torch.allclose(ours[0], reference[0], atol=1e-6), seed
+        assert torch.allclose(ours[1], reference[1], atol=1e-6), seed
+        assert not torch.equal(ours[1], y) or torch.equal(ours[0], x)
+        np.random.seed(seed)
+        kinds.add(mixer.draw()[1])
+    assert kinds == {True, False}  # CutMix and mixup both exercised
+    assert torch.allclose(ours[1].sum(1), torch.ones(6))
 
 
 def tiny_knn(**kwargs):

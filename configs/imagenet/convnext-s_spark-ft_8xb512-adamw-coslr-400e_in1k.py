@@ -29,11 +29,11 @@ model = dict(
               init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02,
                             bias=0.0),
               topk=(1, 5)),
-    # BatchMixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5)
-    # (official pairs image i with B-1-i, mmpretrain with a random permutation)
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8),
-                             dict(type='CutMix', alpha=1.0)],
-                   probs=[0.5, 0.5]))
+    # mixup.py BatchMixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0,
+    # switch_prob=0.5): as the ResNet recipe with mixup alpha 0.8
+    train_cfg=dict(augments=dict(type='SparKBatchMixup', mixup_alpha=0.8,
+                                 cutmix_alpha=1.0, prob=1.0,
+                                 switch_prob=0.5)))
 
 # timm RepeatAugSampler(num_repeats=3) (rep_aug 3)
 train_dataloader = dict(

@@ -38,13 +38,13 @@ model = dict(
                         mode='original', use_sigmoid=True,
                         loss_weight=1.0 / 1000),
               topk=(1, 5)),
-    # BatchMixup(mixup_alpha=0.1, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5,
-    # mode='batch', correct_lam=True): every batch is mixed, half by mixup,
-    # half by cutmix. Official pairs image i with image B-1-i (x.flip(0));
-    # mmpretrain pairs it with a random permutation of the batch.
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.1),
-                             dict(type='CutMix', alpha=1.0)],
-                   probs=[0.5, 0.5]))
+    # mixup.py BatchMixup(mixup_alpha=0.1, cutmix_alpha=1.0, prob=1.0,
+    # switch_prob=0.5, mode='batch', correct_lam=True): every batch mixed,
+    # half by mixup, half by CutMix, image i with image B-1-i
+    # (spark_mm/classification/batch_mixup.py)
+    train_cfg=dict(augments=dict(type='SparKBatchMixup', mixup_alpha=0.1,
+                                 cutmix_alpha=1.0, prob=1.0,
+                                 switch_prob=0.5)))
 
 optim_wrapper = dict(
     type='OptimWrapper',

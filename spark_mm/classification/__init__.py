@@ -7,11 +7,12 @@ Configs load it with ``custom_imports=dict(imports=['spark_mm',
 fine-tuning recipe lives with the detection one in
 :mod:`spark_mm.engine.layer_decay`.
 """
+from .batch_mixup import SparKBatchMixup
 from .checks import NumClassesCheckHook
 from .knn import KNNBankHook, KNNClassifier
 from .labelled_folder import make_labelled_folder
 from .transforms import PixelRandomErasing
 
 __all__ = ['KNNBankHook', 'KNNClassifier', 'NumClassesCheckHook',
-           'PixelRandomErasing',
+           'PixelRandomErasing', 'SparKBatchMixup',
            'make_labelled_folder']
