@@ -391,6 +391,20 @@ def test_linear_probe_and_knn_configs_follow_their_protocols():
     load_state_dict(knn, weights)
 
 
+def test_demo_folder_is_generated_on_first_use(tmp_path):
+    from spark_mm.classification import SparkDemoLabelledImages
+    root = str(tmp_path / 'demo')
+    val = SparkDemoLabelledImages(root=root, split='val', num_train=1,
+                                  num_val=2, image_size=16)
+    assert len(val) == 8
+    assert list(val.metainfo['classes']) == sorted(
+        ['h_stripes', 'v_stripes', 'checker', 'disc'])
+    assert sorted(val.get_gt_labels().tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert len(SparkDemoLabelledImages(root=root, split='train')) == 4
+    with pytest.raises(ValueError, match="split must be 'train' or 'val'"):
+        SparkDemoLabelledImages(root=root, split='test')
+
+
 def test_own_folder_with_another_class_count_stops_in_one_line(tmp_path):
     from mmengine.runner import Runner
     folder = make_labelled_folder(str(tmp_path / 'folder'), num_train=2,
@@ -398,9 +412,9 @@ def test_own_folder_with_another_class_count_stops_in_one_line(tmp_path):
     cfg = load('demo_r18_finetune.py', **{
         'model.head.num_classes': 5, 'data_preprocessor.num_classes': 5,
         'model.backbone.init_cfg': None,
-        'train_dataloader.dataset.data_root': folder,
-        'val_dataloader.dataset.data_root': folder,
-        'test_dataloader.dataset.data_root': folder,
+        'train_dataloader.dataset.root': folder,
+        'val_dataloader.dataset.root': folder,
+        'test_dataloader.dataset.root': folder,
         'train_dataloader.num_workers': 0, 'val_dataloader.num_workers': 0,
         'work_dir': str(tmp_path / 'work')})
     runner = Runner.from_cfg(cfg)
@@ -545,6 +559,11 @@ def last_accuracy(work_dir):
     return [row for row in rows if 'accuracy/top1' in row][-1]['accuracy/top1']
 
 
+def demo_roots(folder):
+    return [f'{loader}.dataset.root={folder}'
+            for loader in ('train_dataloader', 'val_dataloader')]
+
+
 def loader_options(prefix):
     return [f'{prefix}.num_workers=0', f'{prefix}.persistent_workers=False']
 
@@ -575,7 +594,7 @@ def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
     run_tool([
         os.path.join(ROOT, 'tools', 'train.py'),
         os.path.join(CONFIGS, 'demo_r18_finetune.py'), '--work-dir', str(work),
-        '--data-root', chain['folder'], '--cfg-options',
+        '--cfg-options', *demo_roots(chain['folder']),
         f'model.backbone.init_cfg.checkpoint={chain["export"]}',
         f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
         f'param_scheduler.0.end={epochs}',
@@ -598,7 +617,7 @@ def test_chain_linear_probe_from_the_pretraining_checkpoint(chain):
     run_tool([
         os.path.join(ROOT, 'tools', 'train.py'),
         os.path.join(CONFIGS, 'demo_r18_linear.py'), '--work-dir', str(work),
-        '--data-root', chain['folder'], '--cfg-options',
+        '--cfg-options', *demo_roots(chain['folder']),
         f'model.backbone.init_cfg.checkpoint={chain["checkpoint"]}',
         'model.backbone.init_cfg.prefix=backbone.',
         f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
@@ -620,8 +639,8 @@ def test_chain_knn_accuracy_from_the_backbone_export(chain):
         os.path.join(ROOT, 'tools', 'test.py'),
         os.path.join(CONFIGS, 'demo_r18_knn.py'), str(chain['export']),
         '--work-dir', str(chain['tmp'] / 'knn'), '--cfg-options',
-        f'test_dataloader.dataset.data_root={chain["folder"]}',
-        f'custom_hooks.0.dataloader.dataset.data_root={chain["folder"]}'
+        f'test_dataloader.dataset.root={chain["folder"]}',
+        f'custom_hooks.0.dataloader.dataset.root={chain["folder"]}'
     ], cwd=chain['tmp'])
     output = result.stdout + result.stderr
     assert 'kNN bank: 64 images, 4 classes' in output
@@ -640,8 +659,8 @@ def test_chain_knn_accuracy_from_the_backbone_export(chain):
             os.path.join(CONFIGS, 'demo_r18_knn.py'), str(chain['export']),
             '--work-dir', str(chain['tmp'] / 'knn_r50'), '--cfg-options',
             'model.backbone.depth=50',
-            f'test_dataloader.dataset.data_root={chain["folder"]}',
-            f'custom_hooks.0.dataloader.dataset.data_root={chain["folder"]}'])
+            f'test_dataloader.dataset.root={chain["folder"]}',
+            f'custom_hooks.0.dataloader.dataset.root={chain["folder"]}'])
 
 
 def test_chain_amp_runs_and_a_nan_stops_with_one_line(chain):
@@ -651,7 +670,7 @@ def test_chain_amp_runs_and_a_nan_stops_with_one_line(chain):
     result = run_tool([
         os.path.join(ROOT, 'tools', 'train.py'),
         os.path.join(CONFIGS, 'demo_r18_finetune.py'), '--work-dir', str(work),
-        '--amp', '--data-root', chain['folder'], '--cfg-options',
+        '--amp', '--cfg-options', *demo_roots(chain['folder']),
         f'model.backbone.init_cfg.checkpoint={chain["export"]}',
         'optim_wrapper.optimizer.lr=1e30', 'train_dataloader.batch_size=8',
         'train_dataloader.dataset.indices=24', 'default_hooks.logger.interval=1',

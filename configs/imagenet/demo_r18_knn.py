@@ -1,6 +1,6 @@
 # CPU demo of the kNN evaluation (resnet50_spark-knn-k20_in1k.py) on the
-# generated 4-class folder (python -m spark_mm.classification.labelled_folder
-# data/spark_cls_demo): bank = its train split, queries = its val split.
+# generated 4-class folder (data/spark_cls_demo, written on first use): bank =
+# its train split, queries = its val split.
 #   python tools/test.py configs/imagenet/demo_r18_knn.py work_dirs/demo_r18/backbone.pth
 _base_ = ['resnet50_spark-knn-k20_in1k.py']
 
@@ -15,12 +15,11 @@ demo_pipeline = [
 model = dict(backbone=dict(depth=18), num_classes=4, k=10)
 test_dataloader = dict(
     batch_size=16, num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root,
-                 data_prefix='val', with_label=True, pipeline=demo_pipeline))
+    dataset=dict(_delete_=True, type='SparkDemoLabelledImages', root=data_root,
+                 split='val', pipeline=demo_pipeline))
 test_evaluator = dict(type='Accuracy', topk=(1, ))
 custom_hooks = [dict(type='KNNBankHook', dataloader=dict(
     batch_size=16, num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
-    dataset=dict(type='CustomDataset', data_root=data_root,
-                 data_prefix='train', with_label=True,
-                 pipeline=demo_pipeline)))]
+    dataset=dict(type='SparkDemoLabelledImages', root=data_root,
+                 split='train', pipeline=demo_pipeline)))]

@@ -1,8 +1,7 @@
 # CPU demo of the linear probe (resnet50_spark-linear_8xb32-sgd-steplr-100e_in1k.py):
 # the frozen demo ResNet-18 (configs/spark/demo_r18.py ->
 # work_dirs/demo_r18/backbone.pth) under a linear classifier, on the generated
-# 4-class folder (python -m spark_mm.classification.labelled_folder
-# data/spark_cls_demo). 64 px, a few epochs, steps at 60% and 80% of the
+# 4-class folder (data/spark_cls_demo, written on first use). 64 px, a few epochs, steps at 60% and 80% of the
 # run; SGD lr 1 instead of the protocol's 30, at which a run of a few dozen
 # steps on these 512-d features still oscillates (measured 66% vs 100% after
 # 12 steps).
@@ -31,14 +30,12 @@ model = dict(
     head=dict(num_classes=num_classes, in_channels=512, topk=(1, )))
 train_dataloader = dict(
     batch_size=16, num_workers=2, persistent_workers=False, pin_memory=False,
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root,
-                 data_prefix='train', with_label=True,
-                 pipeline=demo_train_pipeline))
+    dataset=dict(_delete_=True, type='SparkDemoLabelledImages', root=data_root,
+                 split='train', pipeline=demo_train_pipeline))
 val_dataloader = dict(
     batch_size=16, num_workers=2, persistent_workers=False, pin_memory=False,
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root,
-                 data_prefix='val', with_label=True,
-                 pipeline=demo_val_pipeline))
+    dataset=dict(_delete_=True, type='SparkDemoLabelledImages', root=data_root,
+                 split='val', pipeline=demo_val_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator

@@ -10,9 +10,9 @@ fine-tuning recipe lives with the detection one in
 from .batch_mixup import SparKBatchMixup
 from .checks import NumClassesCheckHook
 from .knn import KNNBankHook, KNNClassifier
-from .labelled_folder import make_labelled_folder
+from .labelled_folder import SparkDemoLabelledImages, make_labelled_folder
 from .transforms import PixelRandomErasing
 
 __all__ = ['KNNBankHook', 'KNNClassifier', 'NumClassesCheckHook',
-           'PixelRandomErasing', 'SparKBatchMixup',
+           'PixelRandomErasing', 'SparKBatchMixup', 'SparkDemoLabelledImages',
            'make_labelled_folder']

@@ -13,7 +13,10 @@ import shutil
 import tempfile
 
 import numpy as np
+from mmpretrain.datasets import CustomDataset
 from PIL import Image, ImageDraw
+
+from ..registry import DATASETS
 
 CLASSES = ('h_stripes', 'v_stripes', 'checker', 'disc')
 _COLOURS = ((200, 60, 50), (50, 170, 70), (60, 80, 200), (210, 190, 40))
@@ -84,6 +87,30 @@ def make_labelled_folder(root: str, num_train: int = 24, num_val: int = 12,
     except OSError:  # another process won the race: keep its folder
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+@DATASETS.register_module()
+class SparkDemoLabelledImages(CustomDataset):
+    """One split of the generated folder, written on first use.
+
+    Args:
+        root: the folder (``<root>/{train,val}/<class>/*.png``); generated
+            with the sizes below when it does not exist, used as it is when it
+            does (so tests may write a smaller one first).
+        split: 'train' or 'val'.
+        num_train, num_val, image_size, seed: of :func:`make_labelled_folder`.
+        **kwargs: the rest of ``CustomDataset``'s arguments (``pipeline``...).
+    """
+
+    def __init__(self, root: str = 'data/spark_cls_demo', split: str = 'train',
+                 num_train: int = 24, num_val: int = 12, image_size: int = 64,
+                 seed: int = 0, **kwargs):
+        if split not in ('train', 'val'):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if not os.path.isdir(root):
+            make_labelled_folder(root, num_train, num_val, image_size, seed)
+        super().__init__(data_root=root, data_prefix=split, with_label=True,
+                         **kwargs)
 
 
 if __name__ == '__main__':
