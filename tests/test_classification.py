@@ -330,6 +330,34 @@ def test_full_size_recipe_matches_the_official_table(key):
     assert max(drop_paths) == pytest.approx(drop_path)
 
 
+def test_timm_backbone_fine_tuning_loads_the_timm_pretraining_export(tmp_path):
+    """R200's path (TIMMBackbone, timm's resnet200 as the official model),
+    with timm's resnet18: the export of a features_only pretraining backbone
+    loads into the fine-tuning classifier, every tensor."""
+    cfg = load(RECIPE_CONFIGS['resnet200'][0])
+    with DefaultScope.overwrite_default_scope('spark_mm'):
+        pretrained = MODELS.build(dict(type='TIMMBackbone',
+                                       model_name='resnet18',
+                                       features_only=True,
+                                       out_indices=(1, 2, 3, 4)))
+    for value in pretrained.state_dict().values():
+        if value.is_floating_point():
+            value.uniform_(-1, 1)
+    path = str(tmp_path / 'backbone.pth')
+    torch.save({'state_dict': pretrained.state_dict()}, path)
+    cfg.model.backbone.model_name = 'resnet18'
+    cfg.model.backbone.init_cfg.checkpoint = path
+    cfg.model.head.in_channels = 512
+    with DefaultScope.overwrite_default_scope('spark_mm'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    loaded = model.backbone.state_dict()
+    assert set(loaded) == set(pretrained.state_dict())
+    for key, value in pretrained.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+
+
 @pytest.mark.parametrize('key', ['resnet50', 'convnext_small'])
 def test_head_loss_is_the_official_criterion_on_the_mixed_target(key):
     from mmpretrain.structures import DataSample
