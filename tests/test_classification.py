@@ -565,6 +565,10 @@ def test_knn_loads_a_backbone_export_and_refuses_a_foreign_checkpoint():
     with pytest.raises(ValueError, match='lacks .* backbone'):
         load_state_dict(model, {'backbone.conv1.weight':
                                 export['conv1.weight']})
+    wrong = dict(export, **{'conv1.weight': torch.zeros(64, 3, 3, 3)})
+    with pytest.raises(ValueError, match=r'lacks 0 and reshapes 1 .* '
+                       r'conv1.weight'):
+        load_state_dict(model, wrong)
     with pytest.raises(RuntimeError, match='bank is empty'):
         tiny_knn(num_classes=3).predict(torch.randn(1, 3, 32, 32))
 
@@ -681,8 +685,8 @@ def test_chain_knn_accuracy_from_the_backbone_export(chain):
         'test_tool', os.path.join(ROOT, 'tools', 'test.py'))
     test_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(test_tool)
-    with pytest.raises(SystemExit, match=r'error: the checkpoint lacks \d+ of '
-                       r"the backbone's \d+ weights"):
+    with pytest.raises(SystemExit, match=r'error: the checkpoint lacks \d+ and '
+                       r"reshapes \d+ of the backbone's \d+ weights"):
         test_tool.main([
             os.path.join(CONFIGS, 'demo_r18_knn.py'), str(chain['export']),
             '--work-dir', str(chain['tmp'] / 'knn_r50'), '--cfg-options',

@@ -89,12 +89,17 @@ class KNNClassifier(BaseClassifier):
                     f'kNN: {", ".join(fresh)} not in the checkpoint, kept at '
                     'their initial values (plain LayerNorm)')
             missing = [key for key in missing if key not in fresh]
-        if missing:
+        own = self.backbone.state_dict()
+        reshaped = sorted(
+            key for key in wanted if 'backbone.' + key in state_dict and
+            tuple(state_dict['backbone.' + key].shape) != tuple(own[key].shape))
+        if missing or reshaped:
             raise ValueError(
-                f'the checkpoint lacks {len(missing)} of the backbone\'s '
-                f'{len(wanted)} weights (e.g. {", ".join(missing[:3])}): give '
-                'a backbone export or a checkpoint with backbone.* keys of '
-                'the same architecture')
+                f'the checkpoint lacks {len(missing)} and reshapes '
+                f'{len(reshaped)} of the backbone\'s {len(wanted)} weights '
+                f'(e.g. {", ".join((missing + reshaped)[:3])}): give a '
+                'backbone export or a checkpoint with backbone.* keys of the '
+                'same architecture')
 
     def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
         """L2-normalized features, (B, C)."""
