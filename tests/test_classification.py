@@ -25,8 +25,8 @@ sys.path.insert(0, ROOT)
 
 import spark_mm  # noqa: E402,F401
 import spark_mm.classification  # noqa: E402,F401
-from spark_mm.classification import (KNNClassifier,  # noqa: E402
-                                     PixelRandomErasing, make_labelled_folder)
+from spark_mm.classification import (PixelRandomErasing,  # noqa: E402
+                                     make_labelled_folder)
 from spark_mm.engine.layer_decay import resnet_cls_layer_ids  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
 from spark_mm.utils import revert_sync_bn_in_config  # noqa: E402

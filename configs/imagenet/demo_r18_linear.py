@@ -1,10 +1,11 @@
-# CPU demo of the linear probe (resnet50_spark-linear_8xb32-sgd-steplr-100e_in1k.py):
-# the frozen demo ResNet-18 (configs/spark/demo_r18.py ->
-# work_dirs/demo_r18/backbone.pth) under a linear classifier, on the generated
-# 4-class folder (data/spark_cls_demo, written on first use). 64 px, a few epochs, steps at 60% and 80% of the
-# run; SGD lr 1 instead of the protocol's 30, at which a run of a few dozen
-# steps on these 512-d features still oscillates (measured 66% vs 100% after
-# 12 steps).
+# CPU demo of the linear probe
+# (resnet50_spark-linear_8xb32-sgd-steplr-100e_in1k.py): the frozen demo
+# ResNet-18 (configs/spark/demo_r18.py -> work_dirs/demo_r18/backbone.pth)
+# under a linear classifier, on the generated 4-class folder
+# (data/spark_cls_demo, written on first use). 64 px, a few epochs, steps at
+# 60% and 80% of the run; SGD lr 1 instead of the protocol's 30, at which a
+# run of a few dozen steps on these 512-d features still oscillates (measured
+# 66% vs 100% after 12 steps).
 _base_ = ['resnet50_spark-linear_8xb32-sgd-steplr-100e_in1k.py']
 
 data_root = 'data/spark_cls_demo'
