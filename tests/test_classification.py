@@ -358,6 +358,36 @@ def test_timm_backbone_fine_tuning_loads_the_timm_pretraining_export(tmp_path):
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
 
 
+@pytest.mark.parametrize('key', ['resnet50', 'convnext_large'])
+def test_lr_per_iteration_equals_the_official_annealing(key):
+    """downstream_imagenet/lr_decay.py lr_wd_annealing, every iteration of the
+    run (4 iterations per epoch here), on two groups with lr scales."""
+    from spark_mm.registry import PARAM_SCHEDULERS
+    _, ep, wp_ep = OFFICIAL[key][:3]
+    scheduler_cfg = dict(load(RECIPE_CONFIGS[key][0]).param_scheduler[0])
+    peak, scale, iters = 0.032, 0.7**3, 4
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
+    optimizer = torch.optim.SGD([dict(params=[params[0]], lr=peak),
+                                 dict(params=[params[1]], lr=peak * scale)],
+                                lr=peak)
+    scheduler_cls = PARAM_SCHEDULERS.get(scheduler_cfg.pop('type'))
+    scheduler_cfg.pop('convert_to_iter_based')
+    scheduler = scheduler_cls.build_iter_from_epoch(
+        optimizer, epoch_length=iters, **scheduler_cfg)
+    wp_it, max_it = wp_ep * iters, ep * iters
+    for cur_it in range(max_it):
+        if cur_it < wp_it:
+            cur_lr = 0.005 * peak + 0.995 * peak * cur_it / wp_it
+        else:
+            ratio = (cur_it - wp_it) / (max_it - 1 - wp_it)
+            cur_lr = 0.001 * peak + 0.999 * peak * (
+                0.5 + 0.5 * math.cos(math.pi * ratio))
+        lrs = [group['lr'] for group in optimizer.param_groups]
+        assert lrs == pytest.approx([cur_lr, cur_lr * scale], rel=1e-9), cur_it
+        optimizer.step()
+        scheduler.step()
+
+
 @pytest.mark.parametrize('key', ['resnet50', 'convnext_small'])
 def test_head_loss_is_the_official_criterion_on_the_mixed_target(key):
     from mmpretrain.structures import DataSample
