@@ -230,3 +230,23 @@ def test_gray_folder_to_gray_mask_rcnn(folder, tmp_path):
     scalars = [json.loads(line) for line in open(next(
         (work / 'maskrcnn').glob('*/vis_data/scalars.json')))]
     assert any('coco/segm_mAP' in entry for entry in scalars)
+
+
+@pytest.mark.parametrize('channels', [1, 3])
+def test_non_square_pipeline(folder, channels):
+    """input_size (h, w) = (64, 128): every image comes out 64 x 128, any source shape."""
+    from mmengine.dataset import Compose
+    from mmengine.registry import DefaultScope
+    from spark_mm.datasets.image_folder import folder_pretrain_pipeline
+    pipeline = folder_pretrain_pipeline((64, 128), channels)
+    crop = pipeline[1]
+    assert crop['scale'] == (64, 128)
+    assert crop['aspect_ratio_range'] == pytest.approx((1.5, 8 / 3))
+    with DefaultScope.overwrite_default_scope('spark_mm'):
+        dataset = UnlabeledImageFolder(data_root=folder, pipeline=pipeline)
+        for index in range(len(dataset)):
+            inputs = dataset[index]['inputs']
+            assert tuple(inputs.shape) == (channels, 64, 128)
+        crop_only = Compose(pipeline[:2])
+    assert crop_only(dict(img_path=dataset.get_data_info(0)['img_path'])
+                     )['img'].shape[:2] == (64, 128)
