@@ -64,10 +64,11 @@ def tiny_cfg(work_dir: str, data_root: str, **options) -> Config:
     return cfg
 
 
-def run_train_tool(args, timeout=300, **popen_kwargs):
-    """tools/train.py (or a launcher script) as a subprocess, one thread each."""
+def run_train_tool(args, timeout=300, env=None, **popen_kwargs):
+    """tools/train.py (or a launcher script) as a subprocess, one thread each;
+    ``env`` adds variables."""
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-               PYTHONWARNINGS='ignore')
+               PYTHONWARNINGS='ignore', **(env or {}))
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout, **popen_kwargs)
 

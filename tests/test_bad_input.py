@@ -101,6 +101,9 @@ def test_checkpoint_errors(good_checkpoint, tmp_path, demo_data,  # noqa: F811
         out.write(source.read()[:5000])
     message = train_error(args + ['--resume', truncated], monkeypatch)
     assert 'cannot be read' in message and 'truncated' in message
+    message = train_error(args + ['--cfg-options', f'load_from={truncated}'],
+                          monkeypatch)
+    assert 'cannot be read' in message and 'truncated' in message
 
     weights = torch.load(good_checkpoint)['state_dict']
     weights.pop('backbone.conv1.weight')

@@ -115,6 +115,23 @@ def build_spark():
                                std=[58.395, 57.12, 57.375], to_rgb=True))).double()
 
 
+def build_timm_spark():
+    """timm's ResNet cannot be configured with SyncBN: SparK(sync_bn=True)
+    makes its BatchNorm2d layers sparse SyncBN."""
+    torch.manual_seed(0)
+    sync_bn = dict(type='SyncBN')
+    return MODELS.build(dict(
+        type='SparK',
+        backbone=dict(type='TIMMBackbone', model_name='resnet18', features_only=True,
+                      pretrained=False, out_indices=(1, 2, 3, 4)),
+        sync_bn=True,
+        neck=dict(type='LightUNetDecoder', width=32, norm_cfg=sync_bn),
+        densify_norm_cfg=sync_bn, input_size=64, mask_ratio=0.5,
+        data_preprocessor=dict(type='SelfSupDataPreprocessor',
+                               mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], to_rgb=True))).double()
+
+
 def spark_step(model, images, active):
     module = getattr(model, 'module', model)  # DDP or not
     module.mask_generator = PresetMasks(active)
@@ -149,7 +166,11 @@ def _worker(rank, out_dir):
     model = CPUDistributedDataParallel(module=build_spark(),
                                        broadcast_buffers=False)
     loss, state = spark_step(model, images[part], masks[part])
-    torch.save(dict(bn=bn_result, loss=loss, state=state),
+    timm_model = CPUDistributedDataParallel(module=build_timm_spark(),
+                                            broadcast_buffers=False)
+    timm_loss, timm_state = spark_step(timm_model, images[part], masks[part])
+    torch.save(dict(bn=bn_result, loss=loss, state=state, timm_loss=timm_loss,
+                    timm_state=timm_state),
                os.path.join(out_dir, f'rank{rank}.pt'))
     dist.destroy_process_group()
 
@@ -184,21 +205,23 @@ def test_sparse_sync_bn_equals_single_process_on_global_batch(ranks, channels_la
                                single['weight_grad'], **close)
 
 
-def test_ddp_spark_step_equals_single_process_step(ranks):
+def assert_step_equals_single_process(ranks, build, prefix=''):
     images, masks = spark_data()
-    loss, state = spark_step(build_spark(), images, masks)
-    assert abs((ranks[0]['loss'] + ranks[1]['loss']) / 2 - loss) < 1e-9 * loss
-    initial = build_spark().state_dict()
+    loss, state = spark_step(build(), images, masks)
+    rank_losses = [rank[prefix + 'loss'] for rank in ranks]
+    assert abs(sum(rank_losses) / 2 - loss) < 1e-9 * loss
+    initial = build().state_dict()
     for rank in ranks:
-        assert rank['state'].keys() == state.keys()
+        rank_state = rank[prefix + 'state']
+        assert rank_state.keys() == state.keys()
         for key, value in state.items():
             if 'running' in key or not value.is_floating_point():
-                torch.testing.assert_close(rank['state'][key], value,
+                torch.testing.assert_close(rank_state[key], value,
                                            rtol=1e-9, atol=1e-12, msg=key)
                 continue
             # One SGD step: the update is lr * gradient, compared in float64.
             update = value - initial[key]
-            error = (rank['state'][key] - value).abs().max()
+            error = (rank_state[key] - value).abs().max()
             assert error <= 1e-9 * update.abs().max() + 1e-15, (
                 f'{key}: {error:.3g} off an update of {update.abs().max():.3g}')
     moved = [key for key in state if state[key].is_floating_point()
@@ -206,6 +229,21 @@ def test_ddp_spark_step_equals_single_process_step(ranks):
     assert any(k.startswith('backbone.') and 'running_mean' in k for k in moved)
     assert any(k.startswith('neck.') and 'running_var' in k for k in moved)
     assert any(k.startswith('densify.norms') for k in moved)
+
+
+def test_ddp_spark_step_equals_single_process_step(ranks):
+    assert_step_equals_single_process(ranks, build_spark)
+
+
+def test_timm_backbone_sync_bn_synchronises_across_ranks(ranks):
+    """SparK(sync_bn=True) on timm's ResNet: the 2-rank step equals one process
+    on the global batch, backbone running statistics included (per-rank BN
+    would give each rank the statistics of its own half)."""
+    model = build_timm_spark()
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.backbone.modules()) >= 20
+    assert_step_equals_single_process(ranks, build_timm_spark, prefix='timm_')
+    local = [rank['timm_state']['backbone.timm_model.bn1.running_mean'] for rank in ranks]
+    assert torch.equal(local[0], local[1])
 
 
 def test_dist_train_sh_runs_two_cpu_processes(tmp_path, demo_data):  # noqa: F811
@@ -220,6 +258,34 @@ def test_dist_train_sh_runs_two_cpu_processes(tmp_path, demo_data):  # noqa: F81
     # 16 images, 2 ranks x 4 per step: 2 iterations, not 4
     checkpoint = load_checkpoint_safely(os.path.join(work_dir, 'epoch_1.pth'))
     assert checkpoint['meta']['iter'] == 2
+
+
+def test_nan_on_one_rank_stops_both_ranks(tmp_path, demo_data):  # noqa: F811
+    """Rank 1 alone gets a NaN loss at iteration 6 (of 8): both ranks stop with
+    the one-line error, nothing past epoch 1 is saved, and no rank hangs."""
+    config = tmp_path / 'poisoned.py'
+    config.write_text(
+        f"_base_ = [{DEMO_CONFIG!r}]\n"
+        "custom_imports = dict(imports=['spark_mm', '_poison_hooks'],\n"
+        "                      allow_failed_imports=False)\n"
+        "custom_hooks = [dict(type='PoisonOneRank', at=5, rank=1)]\n")
+    work_dir = str(tmp_path / 'work')
+    options = tiny_options(demo_data, epochs=2, images=16, batch=2)
+    options.pop('custom_hooks')
+    result = run_train_tool(
+        ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
+         work_dir] + as_cli(options), timeout=400,
+        env=dict(PYTHONPATH=os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines()
+              if 'error: ' in line]
+    # rank 1 names its NaN, rank 0 the other rank's: both stopped
+    assert any('loss=nan at iteration 6 (epoch 2)' in line for line in errors), (
+        result.stderr[-3000:])
+    assert any('a non-finite loss on another rank at iteration 6' in line
+               for line in errors), result.stderr[-3000:]
+    assert os.path.isfile(os.path.join(work_dir, 'epoch_1.pth'))
+    assert not os.path.exists(os.path.join(work_dir, 'epoch_2.pth'))
 
 
 DETECTION_SYNCBN = '''
