@@ -675,7 +675,7 @@ def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
 
 def test_chain_linear_probe_from_the_pretraining_checkpoint(chain):
     tmp, work = chain['tmp'], chain['tmp'] / 'linear'
-    epochs = 3
+    epochs = 2
     run_tool([
         os.path.join(ROOT, 'tools', 'train.py'),
         os.path.join(CONFIGS, 'demo_r18_linear.py'), '--work-dir', str(work),
@@ -683,7 +683,7 @@ def test_chain_linear_probe_from_the_pretraining_checkpoint(chain):
         f'model.backbone.init_cfg.checkpoint={chain["checkpoint"]}',
         'model.backbone.init_cfg.prefix=backbone.',
         f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-        'param_scheduler.0.milestones=[2]',
+        'param_scheduler.0.milestones=[1]',
         f'default_hooks.checkpoint.interval={epochs}'
     ] + loader_options('train_dataloader') + loader_options('val_dataloader'),
         cwd=tmp)
@@ -734,8 +734,8 @@ def test_chain_amp_runs_and_a_nan_stops_with_one_line(chain):
         os.path.join(CONFIGS, 'demo_r18_finetune.py'), '--work-dir', str(work),
         '--amp', '--cfg-options', *demo_roots(chain['folder']),
         f'model.backbone.init_cfg.checkpoint={chain["export"]}',
-        'optim_wrapper.optimizer.lr=1e30', 'train_dataloader.batch_size=8',
-        'train_dataloader.dataset.indices=24', 'default_hooks.logger.interval=1',
+        'optim_wrapper.optimizer.lr=1e30', 'train_dataloader.batch_size=4',
+        'train_dataloader.dataset.indices=12', 'default_hooks.logger.interval=1',
         'train_cfg.max_epochs=2', 'param_scheduler.0.end=2',
     ] + loader_options('train_dataloader') + loader_options('val_dataloader'),
         cwd=chain['tmp'], expect_ok=False)
