@@ -341,3 +341,50 @@ def test_cpu_syncbn_conversion_keeps_names_and_single_process_bn():
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(synced(x), dense(x))  # no process group: BN
     torch.testing.assert_close(synced[1].running_mean, dense[1].running_mean)
+
+
+def test_two_rank_resume_through_dist_train_sh_is_bit_exact(tmp_path, demo_data):  # noqa: F811
+    """2 gloo ranks killed (SIGKILL to the launcher's process group) after their
+    first checkpoint, resumed with --resume through dist_train.sh: the final
+    weights, optimizer state and iteration equal an uninterrupted 2-rank run."""
+    import signal
+    import subprocess
+    import time
+    options = tiny_options(demo_data, epochs=3, images=16, batch=2)
+
+    def launch(work_dir, *extra):
+        return ['bash', 'tools/dist_train.sh', DEMO_CONFIG, '2', '--work-dir',
+                work_dir, *extra] + as_cli(options)
+
+    straight, killed = str(tmp_path / 'straight'), str(tmp_path / 'killed')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    uninterrupted = subprocess.Popen(launch(straight), cwd=root,
+                                     env=dict(env, PORT='29531'),  # runs beside
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+    victim = subprocess.Popen(launch(killed), cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    pointer = os.path.join(killed, 'last_checkpoint')
+    deadline = time.time() + 300
+    while not os.path.exists(pointer) and victim.poll() is None:
+        assert time.time() < deadline, 'no checkpoint within 300 s'
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    with open(pointer) as file:
+        killed_at = file.read().strip()
+    assert not killed_at.endswith('epoch_3.pth'), 'the run ended before the kill'
+    result = run_train_tool(launch(killed, '--resume'), timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert uninterrupted.wait(timeout=400) == 0, uninterrupted.stderr.read()[-3000:]
+    final = load_checkpoint_safely(os.path.join(killed, 'epoch_3.pth'))
+    reference = load_checkpoint_safely(os.path.join(straight, 'epoch_3.pth'))
+    assert final['meta']['iter'] == reference['meta']['iter'] == 3 * 4
+    for key, value in reference['state_dict'].items():
+        assert torch.equal(final['state_dict'][key], value), key
+    for index, state in reference['optimizer']['state'].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(final['optimizer']['state'][index][name]),
+                               torch.as_tensor(value)), (index, name)
