@@ -478,7 +478,8 @@ def test_own_folder_with_another_class_count_stops_in_one_line(tmp_path):
     runner = Runner.from_cfg(cfg)
     with pytest.raises(ValueError, match=r'the training data has 4 classes .* '
                        r'num_classes=5: add --cfg-options '
-                       r'model.head.num_classes=4'):
+                       r'model.head.num_classes=4 data_preprocessor.num_classes=4'
+                       r' model.head.loss.loss_weight=0.25$'):
         runner.train()
 
 

@@ -3,7 +3,7 @@
 #   data/custom/train/<class>/*.jpg   data/custom/val/<class>/*.jpg
 #   python tools/train.py configs/imagenet/custom_r50_finetune.py \
 #       --data-root /path/to/folder --cfg-options model.head.num_classes=5 \
-#       data_preprocessor.num_classes=5 \
+#       data_preprocessor.num_classes=5 model.head.loss.loss_weight=0.2 \
 #       model.backbone.init_cfg.checkpoint=work_dirs/spark_r50/backbone.pth
 # (or a SparK pretraining checkpoint with model.backbone.init_cfg.prefix=backbone.)
 # The official ImageNet recipe (augmentation, LAMB, layer-wise lr decay 0.7,

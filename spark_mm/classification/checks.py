@@ -27,9 +27,14 @@ class NumClassesCheckHook(Hook):
         classes = dataloader.dataset.metainfo.get('classes')
         if expected is None or classes is None or len(classes) == expected:
             return
+        count = len(classes)
+        shown = ', '.join(map(str, classes[:5])) + (', ...' if count > 5 else '')
+        # the recipe's BCE is a mean over classes: its weight is 1 / classes
+        loss = getattr(model.head, 'loss_module', None)
+        bce = getattr(getattr(loss, 'ce', loss), 'use_sigmoid', False)
+        weight = f' model.head.loss.loss_weight={1 / count:.6g}' if bce else ''
         raise ValueError(
-            f'the {split} data has {len(classes)} classes '
-            f'({", ".join(map(str, classes[:5]))}{", ..." if len(classes) > 5 else ""}) '
-            f'but the model head has num_classes={expected}: add '
-            f'--cfg-options model.head.num_classes={len(classes)} '
-            f'data_preprocessor.num_classes={len(classes)}')
+            f'the {split} data has {count} classes ({shown}) but the model '
+            f'head has num_classes={expected}: add --cfg-options '
+            f'model.head.num_classes={count} '
+            f'data_preprocessor.num_classes={count}{weight}')
