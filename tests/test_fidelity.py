@@ -386,3 +386,27 @@ def test_lamb_step_equals_timm_lamb_with_the_official_clip():
         timm_lamb.step()
         for (name, ours), theirs in zip(model.named_parameters(), reference.parameters()):
             assert relative_error(ours, theirs) <= 1e-9, (step, name)
+
+
+@pytest.mark.parametrize('config', ['configs/spark/r50_pretrain.py',
+                                    'configs/spark/convnext_s_pretrain.py'])
+def test_full_size_config_takes_a_float64_step(config):
+    """The recipes' own models (ResNet-50, ConvNeXt-S with its official densify)
+    train in float64: a step at 64 px, single-process norms."""
+    cfg = Config.fromfile(config)
+    model_cfg = cfg.model
+    model_cfg.backbone.pop('norm_cfg', None)
+    model_cfg.neck.norm_cfg = dict(type='BN')
+    if model_cfg.densify_norm_cfg.type == 'SyncBN':
+        model_cfg.densify_norm_cfg = dict(type='BN')
+    model_cfg.input_size = 64
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    model.double().train()
+    images = torch.randn(2, 3, 64, 64, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last)
+    loss = model.loss(images, [])['loss']
+    loss.backward()
+    assert loss.dtype == torch.float64 and torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) > 100 and all(g.dtype == torch.float64 for g in grads)
