@@ -16,6 +16,13 @@
 # wheel is built (about 14 minutes on 2 cores), stored in that cache and installed. So it is
 # built once per machine and torch version.
 #
+# When torch sees a CUDA GPU, mmcv's ops must run on it: the wheel is built with CUDA ops for the
+# visible GPUs' architectures only (TORCH_CUDA_ARCH_LIST, e.g. 9.0), with an nvcc of torch's CUDA
+# release installed into the venv from the package index (cuda-toolkit[nvcc,cccl]), and cached in
+# .../wheels/torch-<version>-cu<xy>-sm<NN>/ (e.g. torch-2.14.1-cu130-sm90), apart from CPU wheels.
+# An installed mmcv whose ops lack CUDA, or do not run on this GPU, is replaced. The decisions are
+# in tools/setup_helpers.py (mmcv-plan, mmcv-fits, cuda-env).
+#
 # Environment: SPARK_MM_VENV, SPARK_MM_CACHE, PYTHON (interpreter for a new venv),
 # SPARK_MM_SETUP_FORCE=1 (ignore the stamp), MAX_JOBS (compile jobs, default: all cores).
 set -euo pipefail
@@ -37,6 +44,8 @@ die() { echo "setup_env: ERROR: $*" >&2; exit 1; }
 
 inputs_hash() {
     { printf '%s\n' "$ROOT" "$MMCV_VERSION"
+      # the GPUs the driver shows: a venv set up without one is set up again once one appears
+      ls /proc/driver/nvidia/gpus 2>/dev/null || true
       cat requirements/*.txt setup.py tools/setup_env.sh tools/setup_helpers.py
     } | sha256sum | cut -d' ' -f1
 }
@@ -85,19 +94,35 @@ log "installing requirements (runtime without mmcv, tests)"
 pip_ install "setuptools>=64" -r "$REQS_TMP" -r requirements/tests.txt
 
 # ---- 3. mmcv with compiled ops ---------------------------------------------------------------
+# What torch sees decides the ops: CPU ones (WHEELS=.../torch-<version>), or on a CUDA GPU CUDA
+# ones for its architecture (MMCV_CUDA=<torch's CUDA release>, MMCV_CUDA_ARCHS, NVCC_REQUIREMENT,
+# TORCH_REQUIREMENT, WHEELS=.../torch-<version>-cu<xy>-sm<NN>).
+MMCV_CUDA="" MMCV_CUDA_ARCHS="" NVCC_REQUIREMENT="" TORCH_REQUIREMENT="" WHEELS=""
+PLAN="$("$PY" tools/setup_helpers.py mmcv-plan "$CACHE")" || exit 1
+eval "$PLAN"
+if [ -n "$MMCV_CUDA" ]; then
+    log "torch sees a GPU (CUDA $MMCV_CUDA, arch $MMCV_CUDA_ARCHS): mmcv needs CUDA ops for it"
+fi
+MMCV_PROBLEM=""
+# sets MMCV_PROBLEM to why the installed mmcv does not fit (on a GPU: runs one nms on it)
 mmcv_ok() {
-    "$PY" - "$MMCV_VERSION" >/dev/null 2>&1 <<'EOF'
-import sys
-import mmcv
-assert mmcv.__version__ == sys.argv[1], mmcv.__version__
-from mmcv.ops import RoIAlign, nms  # noqa: F401  (needs the compiled mmcv._ext)
-EOF
+    MMCV_PROBLEM="$("$PY" tools/setup_helpers.py mmcv-fits "$MMCV_VERSION" "$MMCV_CUDA" 2>&1)"
 }
 mmcv_installed() { pip_ show mmcv >/dev/null 2>&1; }
 
 build_mmcv_wheel() {  # $1: destination folder
-    local dest="$1" std src t0
-    log "no mmcv $MMCV_VERSION wheel for this machine: building it from source (about 14 min on 2 cores)"
+    local dest="$1" std src t0 cuda_env=""
+    if [ -n "$MMCV_CUDA" ]; then
+        log "no mmcv $MMCV_VERSION wheel for this GPU: building it from source with CUDA ops" \
+            "for arch $MMCV_CUDA_ARCHS (not timed on a GPU yet; longer than the CPU build)"
+        log "installing nvcc for CUDA $MMCV_CUDA into the venv: $NVCC_REQUIREMENT"
+        # with torch's own requirement, so that pip keeps the CUDA libraries torch pins
+        pip_ install "$NVCC_REQUIREMENT" "$TORCH_REQUIREMENT"
+        cuda_env="$("$PY" tools/setup_helpers.py cuda-env "$VENV/cuda-link" \
+            "$MMCV_CUDA_ARCHS" "$MMCV_CUDA")" || exit 1
+    else
+        log "no mmcv $MMCV_VERSION wheel for this machine: building it from source (about 14 min on 2 cores)"
+    fi
     pip_ install "${BUILD_TOOLS[@]}"
     BUILD_TMP="$(mktemp -d "${TMPDIR:-/tmp}/spark_mm_mmcv.XXXXXX")"
     # --no-build-isolation: mmcv's setup.py imports torch even to read its metadata
@@ -114,6 +139,8 @@ build_mmcv_wheel() {  # $1: destination folder
     t0=$SECONDS
     (
         cd "$src"
+        # CUDA_HOME (the venv's nvcc), TORCH_CUDA_ARCH_LIST, FORCE_CUDA=1, CPATH, LIBRARY_PATH
+        if [ -n "$cuda_env" ]; then eval "$cuda_env"; fi
         export PATH="$VENV/bin:$PATH"  # ninja from the venv
         export MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}"
         pip_ wheel --no-build-isolation --no-deps -w "$BUILD_TMP/dist" .
@@ -131,16 +158,14 @@ build_mmcv_wheel() {  # $1: destination folder
 }
 
 if mmcv_ok; then
-    log "mmcv $MMCV_VERSION with compiled ops: already installed"
+    log "mmcv $MMCV_VERSION with compiled ops${MMCV_CUDA:+ (CUDA $MMCV_CUDA)}: already installed"
 else
-    TORCH_VERSION="$("$PY" -c 'import importlib.metadata as m; print(m.version("torch"))')"
-    WHEELS="$CACHE/wheels/torch-$TORCH_VERSION"
     mkdir -p "$WHEELS"
     # one build at a time per machine (two set-ups started together wait for each other)
     exec 9>"$CACHE/wheels/.lock"
     if command -v flock >/dev/null 2>&1; then flock 9; fi
     if mmcv_installed; then
-        log "removing the installed mmcv (wrong version or no compiled ops)"
+        log "removing the installed mmcv: $MMCV_PROBLEM"
         pip_ uninstall -y mmcv
     fi
     # a wheel from this machine's cache or from pip's own find-links (PIP_FIND_LINKS, pip.conf)
@@ -148,7 +173,7 @@ else
         log "mmcv $MMCV_VERSION installed from a prebuilt wheel"
     else
         if mmcv_installed; then
-            log "no usable prebuilt wheel (this one does not load its ops with this torch): removing it"
+            log "no usable prebuilt wheel ($MMCV_PROBLEM): removing it"
             pip_ uninstall -y mmcv
         fi
         CACHED="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
@@ -157,7 +182,7 @@ else
             if mmcv_ok; then
                 log "mmcv $MMCV_VERSION installed from the cached wheel $CACHED"
             else
-                log "the cached wheel $CACHED does not load: removing it"
+                log "the cached wheel $CACHED does not fit ($MMCV_PROBLEM): removing it"
                 pip_ uninstall -y mmcv
                 rm -f "$CACHED"
                 CACHED=""
@@ -167,7 +192,7 @@ else
             build_mmcv_wheel "$WHEELS"
             CACHED="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
             pip_ install "$CACHED"
-            mmcv_ok || die "mmcv $MMCV_VERSION was built and installed from $CACHED, but mmcv.ops does not import"
+            mmcv_ok || die "mmcv $MMCV_VERSION built and installed from $CACHED, but: $MMCV_PROBLEM"
         fi
     fi
     exec 9>&-

@@ -19,6 +19,7 @@ import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.engine.checkpoint_safety import \
     allow_mmengine_checkpoints  # noqa: E402
 from spark_mm.datasets import set_data_root, use_annotation_classes  # noqa: E402
+from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.engine.user_errors import input_error_message  # noqa: E402
 from spark_mm.utils import load_tool_config, parse_tool_args  # noqa: E402
 
@@ -64,6 +65,7 @@ def main(argv=None):
 
 def run_test(args):
     cfg = build_config(args)
+    require_mmcv_cuda_ops(cfg)  # CPU-only mmcv ops on a GPU: one line, exit 1
     runner = Runner.from_cfg(cfg)
     if args.out is not None:
         if cfg.get('default_scope') == 'mmdet':

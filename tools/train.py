@@ -28,6 +28,7 @@ from spark_mm.datasets import (check_data_roots, set_data_root,  # noqa: E402
 from spark_mm.engine.checkpoint_safety import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
 from spark_mm.engine.distributed import init_cpu_distributed  # noqa: E402
+from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.engine.reliability import use_reliability_hooks  # noqa: E402
 from spark_mm.engine.user_errors import input_error_message  # noqa: E402
 from spark_mm.utils import (enable_amp, load_tool_config,  # noqa: E402
@@ -128,7 +129,9 @@ def main():
     args = parse_args()
     allow_mmengine_checkpoints()  # torch >= 2.6 loads with weights_only=True
     try:
-        train(build_config(args))
+        cfg = build_config(args)
+        require_mmcv_cuda_ops(cfg)  # CPU-only mmcv ops on a GPU: one line, exit 1
+        train(cfg)
     except Exception as error:  # bad input: one line; a bug: its traceback
         message = input_error_message(error)
         if message is None:
