@@ -5,7 +5,7 @@
 # Everything else as custom_r50.py (recursive folder, any size, no labels).
 _base_ = ['custom_r50.py']
 from spark_mm.datasets.image_folder import folder_pretrain_pipeline  # noqa: E402
-from spark_mm.utils import spark_param_scheduler  # noqa: E402
+from spark_mm.engine.schedulers import spark_param_scheduler  # noqa: E402
 
 in_channels = 3
 input_size = (160, 160)  # (h, w), multiples of 32

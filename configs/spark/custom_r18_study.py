@@ -5,7 +5,7 @@
 # which assumes hundreds of thousands of steps; this run has a few hundred.
 _base_ = ['custom_r18.py']
 from spark_mm.datasets.image_folder import folder_pretrain_pipeline  # noqa: E402
-from spark_mm.utils import spark_param_scheduler  # noqa: E402
+from spark_mm.engine.schedulers import spark_param_scheduler  # noqa: E402
 
 data_root = 'data/transfer_study/unlabeled'
 input_size = (96, 96)

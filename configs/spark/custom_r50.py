@@ -14,7 +14,7 @@
 # see custom_r18_gray.py.
 _base_ = ['r50_pretrain.py']
 from spark_mm.datasets.image_folder import folder_pretrain_pipeline  # noqa: E402
-from spark_mm.utils import spark_param_scheduler  # noqa: E402
+from spark_mm.engine.schedulers import spark_param_scheduler  # noqa: E402
 
 data_root = 'data/my_images'
 in_channels = 3

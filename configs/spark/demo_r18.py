@@ -2,7 +2,7 @@
 # images the project generates itself (data/spark_demo). Same code path as the
 # full recipes, smaller everything.
 _base_ = ['r50_pretrain.py']
-from spark_mm.utils import spark_param_scheduler  # noqa: E402
+from spark_mm.engine.schedulers import spark_param_scheduler  # noqa: E402
 
 input_size = 96
 batch_size = 16

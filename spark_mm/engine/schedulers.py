@@ -106,3 +106,20 @@ class SparKCosineWeightDecay(_FiniteSchedule):
         weight = _cosine(progress)
         return [base * (self.end_value / reference) * (1 - weight) + base * weight
                 for base in self.base_values]
+
+
+def spark_param_scheduler(max_epochs: int, warmup_epochs: int,
+                          weight_decay_end: float = 0.2) -> list:
+    """The official SparK schedule, per iteration, stated in epochs.
+
+    lr: linear warm-up from 0.005x, then cosine to 0.001x; weight decay: cosine
+    from the optimizer's value to ``weight_decay_end`` over all epochs (see
+    the classes above). Imported by the pretraining configs, so
+    that a config with other epoch numbers states only those numbers.
+    """
+    return [
+        dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
+             begin=0, end=max_epochs, convert_to_iter_based=True),
+        dict(type='SparKCosineWeightDecay', end_value=weight_decay_end,
+             by_epoch=True, begin=0, end=max_epochs, convert_to_iter_based=True),
+    ]

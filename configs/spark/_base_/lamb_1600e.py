@@ -7,7 +7,7 @@
 # The empty _base_ must come first: it keeps mmengine's plain (not lazy-import)
 # config mode, which an import statement alone would switch.
 _base_ = []
-from spark_mm.utils import spark_param_scheduler  # noqa: E402
+from spark_mm.engine.schedulers import spark_param_scheduler  # noqa: E402
 
 global_batch_size = 4096
 max_epochs = 1600

@@ -1,6 +1,6 @@
 # Ablation (paper: 83.7 vs 84.1): 800 instead of 1600 epochs.
 _base_ = ['../convnext_s_pretrain.py']
-from spark_mm.utils import spark_param_scheduler  # noqa: E402
+from spark_mm.engine.schedulers import spark_param_scheduler  # noqa: E402
 
 max_epochs = 800
 warmup_epochs = 40
