@@ -17,17 +17,32 @@ from mmpretrain.utils import register_all_modules
 register_all_modules(init_default_scope=False)
 
 
+class _ScopeEntry(Registry):
+    """Our scope as a direct child of mmengine's root registry.
+
+    mmengine resolves a scoped key (``'spark_mm.X'``) asked of another
+    package's registry (mmdet's, mmseg's) among the root registry's direct
+    children only, and ours hangs under mmpretrain's. This entry (built with
+    the public ``parent`` argument) answers for our scope there and delegates
+    every lookup to our registry.
+    """
+
+    def __init__(self, registry: Registry):
+        super().__init__(registry.name, parent=registry.root,
+                         scope=registry.scope)
+        self.registry = registry
+
+    def get(self, key: str):
+        return self.registry.get(key)
+
+
 def _child(parent: Registry, location: str = None) -> Registry:
     registry = Registry(
         parent.name,
         parent=parent,
         scope='spark_mm',
         locations=[location] if location else [])
-    # mmengine resolves a scoped key ('spark_mm.X') from another package's
-    # registry only among the root registry's direct children, so list ours
-    # there too; lookups of unscoped keys still fall back to mmpretrain.
-    root = registry._get_root_registry()
-    root._children.setdefault(registry.scope, registry)
+    _ScopeEntry(registry)
     return registry
 
 

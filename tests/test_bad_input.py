@@ -17,9 +17,10 @@ from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
 from spark_mm.datasets import LoadImageOrSkip
-from spark_mm.engine.checkpoint_safety import load_checkpoint_safely
-from spark_mm.engine.nan_guard import NanGuardHook, NonFiniteLossError
-from spark_mm.engine.user_errors import input_error_message
+from spark_mm.checkpoint.loading import load_checkpoint_safely
+from spark_mm.engine.nan_guard import NanGuardHook
+from spark_mm.errors import NonFiniteLossError
+from spark_mm.errors import one_line_message
 from spark_mm.registry import DATASETS
 
 from _reliability import (DEMO_CONFIG, ROOT, as_cli, demo_data,  # noqa: F401
@@ -217,7 +218,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, demo_data,  # n
     runner.register_hook(PoisonAt(at=5))  # the second iteration of epoch 2
     with pytest.raises(NonFiniteLossError) as error:
         runner.train()
-    message = input_error_message(error.value)
+    message = one_line_message(error.value)
     good = os.path.join(work_dir, 'epoch_1.pth')
     assert 'loss=nan at iteration 6 (epoch 2)' in message
     assert f'--resume {good}' in message

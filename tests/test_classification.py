@@ -29,7 +29,7 @@ from spark_mm.classification import (PixelRandomErasing,  # noqa: E402
                                      make_labelled_folder)
 from spark_mm.engine.layer_decay import resnet_cls_layer_ids  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
-from spark_mm.utils import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
 
 CONFIGS = os.path.join(ROOT, 'configs', 'imagenet')
 

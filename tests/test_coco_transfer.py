@@ -20,15 +20,15 @@ sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
 import spark_mm  # noqa: E402,F401
 from spark_mm.datasets.synthetic_coco import make_synthetic_coco  # noqa: E402
-from spark_mm.engine.checkpoint_safety import \
+from spark_mm.checkpoint.loading import \
     allow_mmengine_checkpoints  # noqa: E402
 from spark_mm.engine.layer_decay import (  # noqa: E402
     ResNetLayerDecayOptimWrapperConstructor, resnet_layer_ids)
-from spark_mm.engine.precise_bn import recompute_bn_stats  # noqa: E402
-from spark_mm.export import CheckpointError  # noqa: E402
-from spark_mm.export_formats import (detectron2_name,  # noqa: E402
+from spark_mm.detection.precise_bn import recompute_bn_stats  # noqa: E402
+from spark_mm.errors import CheckpointError  # noqa: E402
+from spark_mm.checkpoint.formats import (detectron2_name,  # noqa: E402
                                      expected_detectron2_names)
-from spark_mm.utils import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
 
 import export_backbone  # noqa: E402  (tools/export_backbone.py)
 
@@ -170,7 +170,7 @@ def test_layer_decay_rejects_non_resnet_backbone_parameters():
 def test_full_r50_configs_build_with_the_recipe(name):
     cfg = Config.fromfile(os.path.join(CONFIGS, name))
     assert cfg.default_scope == 'mmdet'
-    assert 'spark_mm' in cfg.custom_imports.imports
+    assert 'spark_mm.detection' in cfg.custom_imports.imports
     model = cfg.model
     for part in (model.backbone, model.neck, model.roi_head.bbox_head,
                  model.roi_head.mask_head):

@@ -21,7 +21,7 @@ from spark_mm.datasets import (LoadImageOrSkip, UnlabeledImageFolder,  # noqa: E
                                use_annotation_classes)
 from spark_mm.datasets.study_scenes import make_study_data  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
-from spark_mm.utils import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 

@@ -4,9 +4,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from spark_mm.models.decoder import (LightUNetDecoder, UpsampleBlock,
-                                     composed_is_cheaper,
-                                     composed_upsample_conv)
+from spark_mm.models.decoder import LightUNetDecoder, UpsampleBlock
+from spark_mm.models.fast.fused_upsample import (composed_is_cheaper,
+                                                 composed_upsample_conv)
 
 SIZES = [(1, 1), (2, 3), (3, 2), (7, 7), (4, 5)]
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 from mmengine.optim import OptimWrapper
 from mmpretrain.structures import DataSample
 
-from spark_mm.engine.checkpoint_safety import load_checkpoint_safely
+from spark_mm.checkpoint.loading import load_checkpoint_safely
 from spark_mm.models.mask_generator import RandomPatchMasker
 from spark_mm.models.sparse import SparseContext, sparsify
 from spark_mm.registry import MODELS
@@ -96,6 +96,29 @@ def run_bn(bn, context, x, active, grad_out, steps=2, channels_last=False):
                 bias_grad=bn.bias.grad)
 
 
+def dense_bn(sync: bool):
+    """torch's SyncBatchNorm made CPU-capable (CPUSyncBatchNorm), or plain BN."""
+    from spark_mm.engine.cpu_sync_bn import convert_sync_batchnorm_for_cpu
+    bn = (nn.SyncBatchNorm(6) if sync else nn.BatchNorm2d(6)).double()
+    _, _, _, weight, bias = bn_data()
+    with torch.no_grad():
+        bn.weight.copy_(weight)
+        bn.bias.copy_(bias)
+    if sync:
+        assert convert_sync_batchnorm_for_cpu(bn) == 1
+    return bn
+
+
+def run_dense_bn(bn, x, grad_out, steps=2):
+    x = x.clone().requires_grad_(True)
+    for _ in range(steps):
+        out = bn(x)
+    (out * grad_out).sum().backward()
+    return dict(out=out.detach(), x_grad=x.grad, running_mean=bn.running_mean,
+                running_var=bn.running_var, weight_grad=bn.weight.grad,
+                bias_grad=bn.bias.grad)
+
+
 def build_spark():
     """The model in float64: rank-wise and global reductions then agree to
     rounding (1e-12), so a 1e-9 tolerance catches any wrong synchronisation."""
@@ -160,6 +183,7 @@ def _worker(rank, out_dir):
         bn, context = sparse_bn(sync=True)
         bn_result[channels_last] = run_bn(bn, context, x[part], active[part],
                                           grad_out[part], channels_last=channels_last)
+    bn_result['dense'] = run_dense_bn(dense_bn(sync=True), x[part], grad_out[part])
 
     images, masks = spark_data()
     part = slice(rank * SPARK_BATCH, (rank + 1) * SPARK_BATCH)
@@ -203,6 +227,23 @@ def test_sparse_sync_bn_equals_single_process_on_global_batch(ranks, channels_la
                                    **close)
     torch.testing.assert_close(both[0]['weight_grad'] + both[1]['weight_grad'],
                                single['weight_grad'], **close)
+
+
+def test_cpu_sync_bn_equals_bn_on_global_batch(ranks):
+    """CPUSyncBatchNorm (dense models' SyncBN on gloo) over 2 ranks of 3 and 2
+    samples equals BatchNorm2d on the 5 samples, in float64."""
+    x, _, grad_out, _, _ = bn_data()
+    single = run_dense_bn(dense_bn(sync=False), x, grad_out)
+    both = [rank['bn']['dense'] for rank in ranks]
+    close = dict(rtol=1e-9, atol=1e-12)
+    for key in ('out', 'x_grad'):
+        torch.testing.assert_close(torch.cat([r[key] for r in both]), single[key],
+                                   **close)
+    for rank in both:
+        for key in ('running_mean', 'running_var'):
+            torch.testing.assert_close(rank[key], single[key], **close)
+    for key in ('weight_grad', 'bias_grad'):
+        torch.testing.assert_close(both[0][key] + both[1][key], single[key], **close)
 
 
 def assert_step_equals_single_process(ranks, build, prefix=''):
@@ -330,13 +371,15 @@ def test_dist_train_sh_mask_rcnn_with_dense_syncbn_on_cpu(tmp_path):
 
 
 def test_cpu_syncbn_conversion_keeps_names_and_single_process_bn():
-    from spark_mm.engine.distributed import convert_sync_batchnorm_for_cpu
+    from spark_mm.engine.cpu_sync_bn import convert_sync_batchnorm_for_cpu
     torch.manual_seed(0)
     dense = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     synced = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4))
     synced.load_state_dict(dense.state_dict())
     names = list(synced.state_dict())
     assert convert_sync_batchnorm_for_cpu(synced) == 1
+    assert type(synced[1]).__name__ == 'CPUSyncBatchNorm'  # not a sparse layer
+    assert convert_sync_batchnorm_for_cpu(synced) == 0  # idempotent
     assert list(synced.state_dict()) == names
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(synced(x), dense(x))  # no process group: BN

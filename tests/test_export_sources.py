@@ -28,8 +28,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
 import spark_mm  # noqa: E402,F401
-from spark_mm.export import CheckpointError  # noqa: E402
-from spark_mm.export_formats import RESNET_DEPTHS  # noqa: E402
+from spark_mm.errors import CheckpointError  # noqa: E402
+from spark_mm.checkpoint.formats import RESNET_DEPTHS  # noqa: E402
 
 import export_backbone  # noqa: E402  (tools/export_backbone.py)
 

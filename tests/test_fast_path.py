@@ -307,7 +307,8 @@ def test_benchmark_tool_prints_ratios(tmp_path):
 
 
 def test_benchmark_config_takes_cfg_options():
-    from spark_mm.benchmark import load_config
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from benchmark import load_config
     config = os.path.join(ROOT, 'configs', 'spark', 'r50_pretrain.py')
     cfg = load_config(config, 512, {'model.compact_saved_maps': False,
                                     'model.mask_ratio': 0.75})
@@ -317,7 +318,7 @@ def test_benchmark_config_takes_cfg_options():
 
 
 def test_relu6_in_place_keeps_only_its_output():
-    from spark_mm.models.activations import ReLU6InPlace
+    from spark_mm.models.fast.relu6_inplace import ReLU6InPlace
     x = torch.randn(2, 4, 8, 8) * 5
     x[0, 0, 0, :4] = torch.tensor([0.0, 6.0, -0.0, 3.0])  # the edges of the gradient
     ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -336,7 +337,7 @@ def test_relu6_in_place_keeps_only_its_output():
 
 def test_compact_saved_maps_give_the_same_step(monkeypatch):
     """Encoder maps kept as visible rows: bit-identical loss and gradients."""
-    from spark_mm.models.sparse.saved_rows import CompactSavedMaps
+    from spark_mm.models.fast.compact_saved_maps import CompactSavedMaps
     monkeypatch.setattr(CompactSavedMaps, 'min_numel', 1)  # tiny test maps too
     compacted = []
     original = CompactSavedMaps._compact
@@ -364,7 +365,7 @@ def test_compact_saved_maps_give_the_same_step(monkeypatch):
 
 def test_compact_saved_maps_store_only_masked_maps_as_rows():
     from spark_mm.models.sparse import SparseContext
-    from spark_mm.models.sparse.saved_rows import CompactSavedMaps
+    from spark_mm.models.fast.compact_saved_maps import CompactSavedMaps
     context = SparseContext()
     active = torch.zeros(2, 1, 2, 2, dtype=torch.bool)
     active[0, 0, 0, 0] = active[1, 0, 1, 1] = True

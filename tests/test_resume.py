@@ -18,10 +18,10 @@ import torch
 from mmengine.fileio import LocalBackend
 from mmengine.runner import Runner
 
-from spark_mm.engine.atomic_checkpoint import partial_name
-from spark_mm.engine.checkpoint_safety import (allow_mmengine_checkpoints,
+from spark_mm.engine.atomic_checkpoint_hook import partial_name
+from spark_mm.checkpoint.loading import (allow_mmengine_checkpoints,
                                                load_checkpoint_safely)
-from spark_mm.export import CheckpointError
+from spark_mm.errors import CheckpointError
 
 from _reliability import (DEMO_CONFIG, ROOT, as_cli, demo_data,  # noqa: F401
                           one_thread, run_train_tool, tiny_cfg, tiny_options)

@@ -26,11 +26,11 @@ sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
 import spark_mm.segmentation  # noqa: E402,F401  (registers into mmseg)
 from spark_mm.datasets import check_data_roots  # noqa: E402
-from spark_mm.engine.user_errors import input_error_message  # noqa: E402
-from spark_mm.export import CheckpointError  # noqa: E402
+from spark_mm.errors import one_line_message  # noqa: E402
+from spark_mm.errors import CheckpointError  # noqa: E402
 from spark_mm.segmentation import (CheckedPretrained,  # noqa: E402
                                    make_synthetic_ade20k)
-from spark_mm.utils import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
 
 import train as train_tool  # noqa: E402  (tools/train.py)
 
@@ -255,7 +255,7 @@ def test_spark_resnet_loads_into_plain_resnet_and_refuses_v1c(tmp_path,
 
     with pytest.raises(CheckpointError) as error:
         CheckedPretrained(path, prefix='backbone.')(ResNetV1c(depth=18))
-    message = input_error_message(error.value)  # what tools/train.py prints
+    message = one_line_message(error.value)  # what tools/train.py prints
     assert '\n' not in message
     assert 'do not fit ResNetV1c' in message and 'stem.0.weight' in message
     assert 'missing' in message

@@ -64,11 +64,11 @@ def test_missing_dataset_is_one_line_naming_the_path_and_the_demo(tmp_path):
 
 
 def test_tool_config_shared_by_train_and_test(tmp_path, monkeypatch):
-    """spark_mm.utils.load_tool_config: what tools/train.py and tools/test.py share."""
+    """tools/common/run_config.load_tool_config: what tools/train.py and tools/test.py share."""
     import argparse
 
-    import spark_mm.utils
-    from spark_mm.utils import load_tool_config, parse_tool_args
+    import tools.common.run_config as run_config
+    from tools.common.run_config import load_tool_config, parse_tool_args
     monkeypatch.delenv('LOCAL_RANK', raising=False)
     monkeypatch.chdir(tmp_path)
     config = os.path.join(ROOT, 'configs', 'spark', 'r50_pretrain.py')
@@ -79,7 +79,7 @@ def test_tool_config_shared_by_train_and_test(tmp_path, monkeypatch):
                                     'model.neck.width=64'])
     assert os.environ['LOCAL_RANK'] == '3' and args.launcher == 'none'
     messages = []
-    monkeypatch.setattr(spark_mm.utils, 'print_log',
+    monkeypatch.setattr(run_config, 'print_log',
                         lambda message, **kwargs: messages.append(message))
     cfg = load_tool_config(args)
     assert cfg.model.neck.width == 64 and cfg.launcher == 'none'

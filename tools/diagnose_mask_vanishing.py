@@ -28,19 +28,15 @@ import torch  # noqa: E402
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from spark_mm.models.geometry import (as_feature_list,  # noqa: E402
                                       remove_output_norms)
+from spark_mm.engine.config_loading import single_process_config  # noqa: E402
+from spark_mm.errors import SparKInputError  # noqa: E402
+from spark_mm.models.sparse.context import expand_mask  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
-from spark_mm.tool_helpers import (add_mask_arguments,  # noqa: E402
-                                   input_errors_exit, input_size,
-                                   parse_with_cfg_options)
 from spark_mm.visualization import (build_spark, denormalize,  # noqa: E402
-                                    fixed_mask, load_image, single_process_config,
-                                    to_model_inputs)
-
-
-def _expand(active_b1hw: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    grid_h, grid_w = active_b1hw.shape[-2:]
-    return (active_b1hw.repeat_interleave(height // grid_h, 2)
-            .repeat_interleave(width // grid_w, 3))
+                                    fixed_mask, load_image, to_model_inputs)
+from tools.common.model_tools import (add_mask_arguments,  # noqa: E402
+                                      input_errors_exit, input_size,
+                                      parse_with_cfg_options)
 
 
 def _magnitude(feature: torch.Tensor) -> np.ndarray:
@@ -52,7 +48,7 @@ def zeros_kept(features: Sequence[torch.Tensor], active_b1hw: torch.Tensor):
     """Per feature map: (fraction of masked positions exactly zero, zero map (H, W) bool)."""
     results = []
     for feature in features:
-        visible = _expand(active_b1hw, *feature.shape[-2:])
+        visible = expand_mask(active_b1hw, *feature.shape[-2:])
         zero = (feature == 0).all(dim=1, keepdim=True)
         masked = ~visible
         fraction = ((zero & masked).sum() / masked.sum().clamp(min=1)).item()
@@ -87,14 +83,14 @@ def diagnose(config: str, checkpoint: Optional[str] = None,
             0, 256, (height, width, 3), dtype=np.uint8)
     inputs = to_model_inputs(model, [pixels])
     active = fixed_mask(model, 1, height, width, seed, mask_ratio)
-    pixel_mask = _expand(active, height, width).to(inputs.dtype)
+    pixel_mask = expand_mask(active, height, width).to(inputs.dtype)
 
     dense_features = sorted(as_feature_list(dense(inputs * pixel_mask)),
                             key=lambda f: -f.shape[-1])  # finest first
     with model.sparse_context.masked(active):
         sparse_features = model.encode(inputs, active)[::-1]
     if len(sparse_features) != len(dense_features):
-        raise ValueError(f'the SparK encoder returns {len(sparse_features)} feature '
+        raise SparKInputError(f'the SparK encoder returns {len(sparse_features)} feature '
                          f'maps, the dense backbone {len(dense_features)}: use a '
                          'hierarchical config')
 

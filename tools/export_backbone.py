@@ -33,11 +33,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from spark_mm.export import CheckpointError  # noqa: E402
-from spark_mm.export_formats import (PREPARE, backbone_kind,  # noqa: E402
-                                     convnext_arch, default_formats,
-                                     prepare_mmdet, resnet_depth)
-from spark_mm.export_sources import SOURCES, read_backbone  # noqa: E402
+from spark_mm.checkpoint.formats import (PREPARE, backbone_kind,  # noqa: E402
+                                         convnext_arch, default_formats,
+                                         prepare_mmdet, resnet_depth)
+from spark_mm.checkpoint.sources import SOURCES, read_backbone  # noqa: E402
+from spark_mm.errors import CheckpointError  # noqa: E402
 
 FORMATS = ('mmdet', 'torchvision', 'timm', 'detectron2')
 

@@ -16,12 +16,11 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import spark_mm  # noqa: E402,F401  (registers our components)
-from spark_mm.engine.checkpoint_safety import \
-    allow_mmengine_checkpoints  # noqa: E402
-from spark_mm.datasets import set_data_root, use_annotation_classes  # noqa: E402
+from spark_mm.checkpoint.loading import allow_mmengine_checkpoints  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
-from spark_mm.engine.user_errors import input_error_message  # noqa: E402
-from spark_mm.utils import load_tool_config, parse_tool_args  # noqa: E402
+from spark_mm.errors import one_line_message  # noqa: E402
+from tools.common.run_config import (load_tool_config,  # noqa: E402
+                                     parse_tool_args)
 
 
 def parse_args(argv=None):
@@ -31,7 +30,6 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument(
         '--out', help='dump predictions to a pickle file (.pkl/.pickle)')
-    parser.add_argument('--data-root', help='as in tools/train.py')
     args = parse_tool_args(parser, argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out must end with .pkl or .pickle, got {args.out!r}')
@@ -39,12 +37,7 @@ def parse_args(argv=None):
 
 
 def build_config(args) -> Config:
-    data_root = (args.cfg_options or {}).pop('data_root', None)
-    data_root = args.data_root or data_root
     cfg = load_tool_config(args)
-    if data_root is not None:
-        set_data_root(cfg, data_root)
-    use_annotation_classes(cfg)
     cfg.load_from = args.checkpoint
     return cfg
 
@@ -57,7 +50,7 @@ def main(argv=None):
     try:
         return run_test(args)
     except Exception as error:  # bad input: one line; a bug: its traceback
-        message = input_error_message(error)
+        message = one_line_message(error)
         if message is None:
             raise
         sys.exit(f'error: {message}')

@@ -23,16 +23,15 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import spark_mm  # noqa: E402,F401  (registers our components)
-from spark_mm.datasets import (check_data_roots, set_data_root,  # noqa: E402
-                               use_annotation_classes)
-from spark_mm.engine.checkpoint_safety import (  # noqa: E402
+from spark_mm.checkpoint.loading import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
+from spark_mm.datasets import check_data_roots  # noqa: E402
 from spark_mm.engine.distributed import init_cpu_distributed  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.engine.reliability import use_reliability_hooks  # noqa: E402
-from spark_mm.engine.user_errors import input_error_message  # noqa: E402
-from spark_mm.utils import (enable_amp, load_tool_config,  # noqa: E402
-                            parse_tool_args)
+from spark_mm.errors import one_line_message  # noqa: E402
+from tools.common.run_config import (enable_amp, load_tool_config,  # noqa: E402
+                                     parse_tool_args)
 
 
 def parse_args():
@@ -47,10 +46,6 @@ def parse_args():
                         help='mixed precision: fp16 AMP on GPU, bf16 autocast on CPU')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual global batch size')
-    parser.add_argument(
-        '--data-root',
-        help="use this data folder: replaces the config's data_root in every "
-        'path built from it (same as --cfg-options data_root=DIR)')
     return parse_tool_args(parser)
 
 
@@ -68,14 +63,7 @@ def amp_wrapper_to_fp32_on_cpu(cfg: Config) -> None:
 
 
 def build_config(args) -> Config:
-    # data_root is folded into the dataset paths when the config is read, so
-    # `--cfg-options data_root=X` is applied to all of them like --data-root.
-    data_root = (args.cfg_options or {}).pop('data_root', None)
-    data_root = args.data_root or data_root
     cfg = load_tool_config(args)
-    if data_root is not None:
-        set_data_root(cfg, data_root)
-    use_annotation_classes(cfg)
     if not torch.cuda.is_available():
         amp_wrapper_to_fp32_on_cpu(cfg)
     if args.amp:
@@ -133,7 +121,7 @@ def main():
         require_mmcv_cuda_ops(cfg)  # CPU-only mmcv ops on a GPU: one line, exit 1
         train(cfg)
     except Exception as error:  # bad input: one line; a bug: its traceback
-        message = input_error_message(error)
+        message = one_line_message(error)
         if message is None:
             raise
         sys.exit(f'error: {message}')

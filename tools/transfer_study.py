@@ -25,6 +25,7 @@ checkpoint. ``--jobs 2`` runs two at a time (each with ``--threads`` threads).
 import argparse
 import csv
 import glob
+import io
 import json
 import math
 import os
@@ -39,6 +40,8 @@ from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from spark_mm.checkpoint.saving import (write_atomically,  # noqa: E402
+                                       write_text_atomically)
 
 INITS = ('random', 'spark', 'zero_outing', 'checkpoint')
 PRETRAINED_INITS = ('spark', 'zero_outing')
@@ -53,17 +56,6 @@ class StudyError(Exception):
 
 
 # ---- small helpers ----------------------------------------------------------
-def write_atomic(path: str, text: str):
-    """Write ``text`` so that ``path`` is either the old or the new file."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp.{os.getpid()}'
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_json(path: str) -> Optional[dict]:
     try:
         with open(path) as f:
@@ -224,7 +216,7 @@ class Study:
             result = {name: 100.0 * float(metrics[key]) for name, key in METRICS}
         result.update(name=run.name, kind=run.kind, init=run.init, seed=run.seed,
                       seconds=round(seconds, 1))
-        write_atomic(run.result_file, json.dumps(result, indent=1, sort_keys=True))
+        write_text_atomically(run.result_file, json.dumps(result, indent=1, sort_keys=True))
         return result
 
     def test_last_checkpoint(self, run: Run) -> dict:
@@ -282,7 +274,7 @@ class Study:
                     f'{self.work_dir} holds a study with other settings ({changed}); '
                     'use another --work-dir, or the settings in '
                     f'{path}')
-        write_atomic(path, json.dumps(settings, indent=1, sort_keys=True))
+        write_text_atomically(path, json.dumps(settings, indent=1, sort_keys=True))
 
     def prepare_data(self):
         args = self.args
@@ -417,16 +409,16 @@ class Study:
                 f'{self.args.pretrain_epochs} epochs ({self.args.pretrain_config}), '
                 f'fine-tuning {self.args.finetune_iters} iterations '
                 f'({self.args.finetune_config}).\n')
-        write_atomic(osp.join(self.work_dir, 'results.md'), text)
-        with open(osp.join(self.work_dir, 'results.csv.tmp'), 'w', newline='') as f:
-            writer = csv.writer(f)
-            writer.writerow(['init', 'seeds'] + [f'{name}_{stat}' for name, _ in METRICS
-                                                 for stat in ('mean', 'std')])
-            for row in rows:
-                writer.writerow([row['init'], row['seeds']] + [
-                    f'{value:.3f}' for name, _ in METRICS for value in row[name]])
-        os.replace(osp.join(self.work_dir, 'results.csv.tmp'),
-                   osp.join(self.work_dir, 'results.csv'))
+        write_text_atomically(osp.join(self.work_dir, 'results.md'), text)
+        table_csv = io.StringIO(newline='')
+        writer = csv.writer(table_csv)
+        writer.writerow(['init', 'seeds'] + [f'{name}_{stat}' for name, _ in METRICS
+                                             for stat in ('mean', 'std')])
+        for row in rows:
+            writer.writerow([row['init'], row['seeds']] + [
+                f'{value:.3f}' for name, _ in METRICS for value in row[name]])
+        write_text_atomically(osp.join(self.work_dir, 'results.csv'),
+                              table_csv.getvalue())
         self.plot(rows, osp.join(self.work_dir, 'results.png'))
         print(text + f'written: {self.work_dir}/results.md, results.csv, '
               'results.png', flush=True)
@@ -452,10 +444,8 @@ class Study:
                      f'({osp.basename(self.args.finetune_config)})', fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        tmp = f'{path}.tmp.{os.getpid()}.png'
-        fig.savefig(tmp, dpi=120)
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format='png'))
         plt.close(fig)
-        os.replace(tmp, path)
 
 
 def val_metrics(work_dir: str) -> Optional[dict]:

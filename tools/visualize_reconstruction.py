@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from spark_mm.tool_helpers import (add_mask_arguments,  # noqa: E402
+from tools.common.model_tools import (add_mask_arguments,  # noqa: E402
                                    input_errors_exit, input_size,
                                    parse_with_cfg_options)
 from spark_mm.visualization import (build_spark, load_image,  # noqa: E402

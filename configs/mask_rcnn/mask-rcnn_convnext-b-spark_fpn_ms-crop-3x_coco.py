@@ -4,7 +4,7 @@
 # layer-wise lr decay 0.65 (mmdet's LearningRateDecayOptimizerConstructor,
 # 12 layers for 27 blocks in stage 3), x0.2 at epochs 27 and 33, fp32.
 _base_ = 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
-custom_imports = dict(imports=['spark_mm', 'mmpretrain.models'],
+custom_imports = dict(imports=['spark_mm.detection', 'mmpretrain.models'],
                       allow_failed_imports=False)
 
 # Backbone-only SparK ConvNeXt-B weights (tools/export_backbone.py or the

@@ -2,9 +2,9 @@
 # Detectron2 recipe (paper: 41.6 AP box / 37.7 AP mask), in mmdet.
 # Batch 16 = 8 GPUs x 2 images:  bash tools/dist_train.sh <this config> 8
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-# spark_mm registers its ResNet layer-decay constructor and precise-BN hook in
-# mmdet's registries; its own components are reachable as spark_mm.<Name>.
-custom_imports = dict(imports=['spark_mm'], allow_failed_imports=False)
+# spark_mm.detection registers its ResNet layer-decay constructor and precise-BN
+# hook in mmdet's registries; spark_mm's components are reachable as spark_mm.<Name>.
+custom_imports = dict(imports=['spark_mm.detection'], allow_failed_imports=False)
 
 # SparK weights. Either the backbone-only file (written at the end of
 # pretraining as <work_dir>/backbone.pth, or by tools/export_backbone.py as

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from mmpretrain.registry import BATCH_AUGMENTS
 
+from ..errors import SparKInputError
+
 
 @BATCH_AUGMENTS.register_module()
 class SparKBatchMixup:
@@ -30,8 +32,8 @@ class SparKBatchMixup:
     def __init__(self, mixup_alpha: float, cutmix_alpha: float = 1.0,
                  prob: float = 1.0, switch_prob: float = 0.5):
         if mixup_alpha <= 0 and cutmix_alpha <= 0:
-            raise ValueError('SparKBatchMixup needs mixup_alpha > 0 or '
-                             'cutmix_alpha > 0')
+            raise SparKInputError('SparKBatchMixup needs mixup_alpha > 0 or '
+                                  'cutmix_alpha > 0')
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.prob, self.switch_prob = prob, switch_prob
 

@@ -2,6 +2,7 @@
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from ..errors import SparKInputError
 from ..registry import HOOKS
 
 
@@ -33,7 +34,7 @@ class NumClassesCheckHook(Hook):
         loss = getattr(model.head, 'loss_module', None)
         bce = getattr(getattr(loss, 'ce', loss), 'use_sigmoid', False)
         weight = f' model.head.loss.loss_weight={1 / count:.6g}' if bce else ''
-        raise ValueError(
+        raise SparKInputError(
             f'the {split} data has {count} classes ({shown}) but the model '
             f'head has num_classes={expected}: add --cfg-options '
             f'model.head.num_classes={count} '

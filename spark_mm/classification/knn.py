@@ -23,6 +23,7 @@ from mmengine.model import is_model_wrapper
 from mmpretrain.models.classifiers import BaseClassifier
 from mmpretrain.structures import DataSample
 
+from ..errors import SparKInputError
 from ..registry import HOOKS, MODELS
 
 _OUTPUT_NORM = re.compile(r'^norm\d+\.')
@@ -46,9 +47,9 @@ class KNNClassifier(BaseClassifier):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if k < 1 or temperature <= 0 or num_classes < 1:
-            raise ValueError('KNNClassifier needs k >= 1, temperature > 0 and '
-                             f'num_classes >= 1, got k={k}, temperature='
-                             f'{temperature}, num_classes={num_classes}')
+            raise SparKInputError('KNNClassifier needs k >= 1, temperature > 0 and '
+                                  f'num_classes >= 1, got k={k}, temperature='
+                                  f'{temperature}, num_classes={num_classes}')
         data_preprocessor = dict(data_preprocessor or {})
         data_preprocessor.setdefault('type', 'ClsDataPreprocessor')
         super().__init__(init_cfg=init_cfg,
@@ -94,7 +95,7 @@ class KNNClassifier(BaseClassifier):
             key for key in wanted if 'backbone.' + key in state_dict and
             tuple(state_dict['backbone.' + key].shape) != tuple(own[key].shape))
         if missing or reshaped:
-            raise ValueError(
+            raise SparKInputError(
                 f'the checkpoint lacks {len(missing)} and reshapes '
                 f'{len(reshaped)} of the backbone\'s {len(wanted)} weights '
                 f'(e.g. {", ".join((missing + reshaped)[:3])}): give a '
@@ -112,8 +113,8 @@ class KNNClassifier(BaseClassifier):
 
     def set_bank(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         if labels.numel() and int(labels.max()) >= self.num_classes:
-            raise ValueError(f'the bank holds label {int(labels.max())} but '
-                             f'num_classes is {self.num_classes}')
+            raise SparKInputError(f'the bank holds label {int(labels.max())} but '
+                                  f'num_classes is {self.num_classes}')
         device = self.bank_features.device
         self.bank_features = features.to(device)
         self.bank_labels = labels.to(device)
@@ -125,8 +126,8 @@ class KNNClassifier(BaseClassifier):
             return self.extract_feat(inputs)
         if mode == 'predict':
             return self.predict(inputs, data_samples)
-        raise ValueError(f'KNNClassifier has nothing to train (mode={mode!r}):'
-                         ' evaluate it with tools/test.py')
+        raise SparKInputError(f'KNNClassifier has nothing to train (mode={mode!r}):'
+                              ' evaluate it with tools/test.py')
 
     def loss(self, inputs, data_samples):
         return self.forward(inputs, data_samples, mode='loss')
@@ -197,7 +198,7 @@ class KNNBankHook(Hook):
             for index, feat, label in part:
                 merged[index] = (feat, label)
         if not merged:
-            raise ValueError('the kNN bank dataloader yielded no images')
+            raise SparKInputError('the kNN bank dataloader yielded no images')
         order = sorted(merged)
         model.set_bank(torch.stack([merged[i][0] for i in order]),
                        torch.tensor([merged[i][1] for i in order]))

@@ -16,6 +16,7 @@ import numpy as np
 from mmpretrain.datasets import CustomDataset
 from PIL import Image, ImageDraw
 
+from ..errors import SparKInputError
 from ..registry import DATASETS
 
 CLASSES = ('h_stripes', 'v_stripes', 'checker', 'disc')
@@ -61,9 +62,9 @@ def make_labelled_folder(root: str, num_train: int = 24, num_val: int = 12,
     Does nothing when ``root`` already holds a complete folder of this size.
     """
     if num_train < 1 or num_val < 1 or image_size < 8:
-        raise ValueError('make_labelled_folder needs num_train, num_val >= 1 '
-                         f'and image_size >= 8, got {num_train}, {num_val}, '
-                         f'{image_size}')
+        raise SparKInputError('make_labelled_folder needs num_train, num_val >= 1 '
+                              f'and image_size >= 8, got {num_train}, {num_val}, '
+                              f'{image_size}')
     expected = {'train': num_train, 'val': num_val}
     if all(os.path.isdir(os.path.join(root, split, name)) and
            len(os.listdir(os.path.join(root, split, name))) == count
@@ -106,7 +107,7 @@ class SparkDemoLabelledImages(CustomDataset):
                  num_train: int = 24, num_val: int = 12, image_size: int = 64,
                  seed: int = 0, **kwargs):
         if split not in ('train', 'val'):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+            raise SparKInputError(f"split must be 'train' or 'val', got {split!r}")
         if not os.path.isdir(root):
             make_labelled_folder(root, num_train, num_val, image_size, seed)
         super().__init__(data_root=root, data_prefix=split, with_label=True,

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from mmcv.transforms import BaseTransform
 
+from ..errors import SparKInputError
 from ..registry import TRANSFORMS
 
 
@@ -42,10 +43,10 @@ class PixelRandomErasing(BaseTransform):
                  aspect_range: Sequence[float] = (0.3, 1 / 0.3),
                  max_attempts: int = 10):
         if not 0 <= erase_prob <= 1:
-            raise ValueError(f'erase_prob must be in [0, 1], got {erase_prob}')
+            raise SparKInputError(f'erase_prob must be in [0, 1], got {erase_prob}')
         if not 0 < min_area_ratio <= max_area_ratio <= 1:
-            raise ValueError('need 0 < min_area_ratio <= max_area_ratio <= 1, '
-                             f'got {min_area_ratio}, {max_area_ratio}')
+            raise SparKInputError('need 0 < min_area_ratio <= max_area_ratio <= 1, '
+                                  f'got {min_area_ratio}, {max_area_ratio}')
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         self.erase_prob = erase_prob

@@ -1,6 +1,7 @@
 """Fail early, in one line, when a config points at data that is not there."""
 import os
 
+from ..errors import DataNotFoundError
 from .image_folder import check_image_folder
 
 # mmpretrain CustomDataset's default extensions
@@ -56,12 +57,12 @@ def check_data_roots(cfg, demo_config: str = None):
             layout = (f'{data_root}/train/<class>/<image>'
                       if dataset.get('type') == 'ImageNet' else
                       'the layout the config describes')
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f'{loader_key}: dataset root {data_root!r} does not exist; put '
                 f'the data there ({layout}) or point data_root at it with '
                 f'--cfg-options, or run {demo_config}')
         if data_root and not _holds_an_image(data_root):
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f'{loader_key}: dataset root {data_root!r} exists but holds no '
                 f'images ({", ".join(IMG_EXTENSIONS)}); copy or link the images '
                 f'there, fix data_root with --cfg-options, or run '

@@ -13,6 +13,8 @@ from typing import Tuple
 
 from mmengine.config import Config, ConfigDict
 
+from ..errors import DataNotFoundError, SparKInputError
+
 
 def _under(value: str, root: str) -> bool:
     return value == root or value.startswith(root.rstrip('/') + '/')
@@ -26,7 +28,7 @@ def set_data_root(cfg: Config, new_root: str) -> int:
     """
     old_root = cfg.get('data_root')
     if not old_root:
-        raise ValueError(
+        raise SparKInputError(
             'this config has no top-level data_root to replace; set the '
             'dataset paths with --cfg-options instead of --data-root')
     old_base = old_root.rstrip('/')
@@ -61,7 +63,7 @@ def set_data_root(cfg: Config, new_root: str) -> int:
 def coco_class_names(ann_file: str) -> Tuple[str, ...]:
     """Category names of a COCO annotation file, in category id order."""
     if not os.path.isfile(ann_file):
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f'annotation file {ann_file!r} does not exist; a COCO-format set '
             'needs annotations/instances_train2017.json (and val) under its '
             'data root, or set the ann_file keys with --cfg-options')
@@ -71,10 +73,10 @@ def coco_class_names(ann_file: str) -> Tuple[str, ...]:
         names = tuple(str(cat['name'])
                       for cat in sorted(categories, key=lambda cat: cat['id']))
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f'annotation file {ann_file!r} is not COCO format '
-                         f'({type(error).__name__}: {error})') from None
+        raise SparKInputError(f'annotation file {ann_file!r} is not COCO format '
+                              f'({type(error).__name__}: {error})') from None
     if not names:
-        raise ValueError(f'annotation file {ann_file!r} lists no categories')
+        raise SparKInputError(f'annotation file {ann_file!r} lists no categories')
     return names
 
 

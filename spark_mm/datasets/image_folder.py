@@ -15,6 +15,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 from PIL import Image
 
+from ..errors import DataNotFoundError, SparKInputError
 from ..registry import DATASETS
 
 FOLDER_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.pbm', '.bmp',
@@ -59,7 +60,7 @@ def list_image_files(root: str, extensions: Sequence[str] = FOLDER_EXTENSIONS
 def _header_size(path: str) -> Tuple[int, int]:
     """(width, height) from the file header; raises if it is not an image."""
     if os.path.getsize(path) == 0:
-        raise ValueError('empty file')
+        raise SparKInputError('empty file')
     with Image.open(path) as image:
         return image.size
 
@@ -90,20 +91,20 @@ def check_image_folder(data_root: str, batch_size: int, world_size: int = 1,
     The message names the folder, what is wrong with its files and the fix.
     """
     if not os.path.isdir(data_root):
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f'image folder {data_root!r} does not exist; pass the folder of '
             'your images with --data-root DIR (or --cfg-options data_root=DIR)')
     scan = scan_image_folder(data_root, min_size, extensions)
     found = len(scan.images) + len(scan.unreadable) + len(scan.tiny)
     if found == 0:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f'image folder {data_root!r} holds no images ({", ".join(extensions)}, '
             'searched recursively); copy or link the images there or fix '
             '--data-root')
     needed = batch_size * world_size
     if len(scan.images) < needed:
         bad = scan.summary(min_size)
-        raise ValueError(
+        raise SparKInputError(
             f'image folder {data_root!r} has {len(scan.images)} usable images of '
             f'{found}' + (f' ({bad})' if bad else '') + f', fewer than one batch '
             f'({batch_size} per process x {world_size} processes); add images, '
@@ -139,7 +140,7 @@ class UnlabeledImageFolder(BaseDataset):
             print_log(f'{self.data_root}: {len(scan.images)} images used, left '
                       f'out: {left_out}', logger='current', level=30)
         if not scan.images:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f'image folder {self.data_root!r} holds no usable images'
                 + (f' ({left_out})' if left_out else '') + '; fix --data-root')
         return [dict(img_path=path) for path in scan.images]

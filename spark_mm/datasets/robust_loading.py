@@ -16,6 +16,7 @@ import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
 
+from ..errors import SparKInputError
 from ..registry import TRANSFORMS
 
 
@@ -42,8 +43,8 @@ def to_channels(img: np.ndarray, channels: int, path: str = '') -> np.ndarray:
         return np.concatenate([bgr, np.full_like(img[..., :1], opaque)], axis=2)
     if have == 1:
         return np.repeat(img, channels, axis=2)
-    raise ValueError(f'{path or "image"} has {have} channels; the model takes '
-                     f'{channels} (gray, BGR and BGRA files are converted)')
+    raise SparKInputError(f'{path or "image"} has {have} channels; the model takes '
+                          f'{channels} (gray, BGR and BGRA files are converted)')
 
 
 @TRANSFORMS.register_module()
@@ -60,7 +61,7 @@ class LoadImageChannels(LoadImageFromFile):
     def __init__(self, channels: Optional[int] = None, **kwargs):
         if channels is not None:
             if channels < 1:
-                raise ValueError(f'channels must be >= 1, got {channels}')
+                raise SparKInputError(f'channels must be >= 1, got {channels}')
             kwargs['color_type'] = 'color' if channels == 3 else 'unchanged'
         super().__init__(**kwargs)
         self.channels = channels

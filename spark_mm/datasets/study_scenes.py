@@ -36,6 +36,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..errors import SparKInputError
+
 CATEGORIES = [
     dict(id=1, name='striped_disc', supercategory='thing'),
     dict(id=2, name='checkered_box', supercategory='thing'),
@@ -85,7 +87,7 @@ def _texture(rng, kind: str, height: int, width: int, scale: float,
                                                     rng.uniform(0, height))
         radius = np.sqrt((ys - cy) ** 2 + (xs - cx) ** 2)
         return (np.sin(2 * np.pi * radius / period) > 0).astype(np.float32)
-    raise ValueError(kind)
+    raise SparKInputError(kind)
 
 
 TEXTURES = ('stripes', 'checker', 'dots', 'rings')  # category i has TEXTURES[i - 1]

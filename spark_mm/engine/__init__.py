@@ -1,20 +1,22 @@
-from .atomic_checkpoint import AtomicCheckpointHook
-from .checkpoint_safety import allow_mmengine_checkpoints
+"""Training machinery: hooks, optimizer wrappers and constructors, schedulers,
+CPU distributed training, config loading for one process."""
+from .atomic_checkpoint_hook import AtomicCheckpointHook
+from .cpu_sync_bn import CPUSyncBatchNorm, convert_sync_batchnorm_for_cpu
 from .distributed import CPUDistributedDataParallel
 from .export_hook import ExportBackboneHook
 from .layer_decay import (ResNetClsLayerDecayOptimWrapperConstructor,
                           ResNetLayerDecayOptimWrapperConstructor)
-from .nan_guard import NanGuardHook, NonFiniteLossError
+from .nan_guard import NanGuardHook
 from .optim_wrappers import AutocastOptimWrapper
-from .precise_bn import PreciseBNBeforeValHook
-from .schedulers import SparKCosineWeightDecay, SparKWarmupCosineLR
+from .schedulers import (SparKCosineWeightDecay, SparKWarmupCosineLR,
+                         spark_param_scheduler)
 from .step_seed import StepSeedHook
 from .visualization_hook import ReconstructionVisualizationHook
 
-__all__ = ['ExportBackboneHook', 'AutocastOptimWrapper', 'AtomicCheckpointHook',
-           'NanGuardHook', 'NonFiniteLossError', 'StepSeedHook',
-           'CPUDistributedDataParallel', 'allow_mmengine_checkpoints',
-           'ReconstructionVisualizationHook', 'PreciseBNBeforeValHook',
-           'ResNetLayerDecayOptimWrapperConstructor',
-           'ResNetClsLayerDecayOptimWrapperConstructor', 'SparKWarmupCosineLR',
-           'SparKCosineWeightDecay']
+__all__ = ['AtomicCheckpointHook', 'CPUSyncBatchNorm',
+           'convert_sync_batchnorm_for_cpu', 'CPUDistributedDataParallel',
+           'ExportBackboneHook', 'ResNetClsLayerDecayOptimWrapperConstructor',
+           'ResNetLayerDecayOptimWrapperConstructor', 'NanGuardHook',
+           'AutocastOptimWrapper', 'SparKCosineWeightDecay',
+           'SparKWarmupCosineLR', 'spark_param_scheduler', 'StepSeedHook',
+           'ReconstructionVisualizationHook']

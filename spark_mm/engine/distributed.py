@@ -6,9 +6,8 @@ Two things stop mmengine 0.10.7 there: its ``init_dist`` calls
 which CPU modules refuse. On top, torch's ``nn.SyncBatchNorm`` only runs on
 accelerators. :func:`init_cpu_distributed` starts the process group itself
 (the Runner then skips its own start), and :class:`CPUDistributedDataParallel`
-wraps CPU models and turns every ``nn.SyncBatchNorm`` into a synchronised batch
-norm that all-reduces its statistics over gloo (the sparse layers' batch norm
-with no mask: the sums of the whole global batch, as SyncBN computes them).
+wraps CPU models and turns every ``nn.SyncBatchNorm`` into ``CPUSyncBatchNorm``
+(:mod:`.cpu_sync_bn`), which combines the statistics of all ranks over gloo.
 """
 import os
 import subprocess
@@ -18,9 +17,9 @@ import torch.distributed as dist
 import torch.nn as nn
 from mmengine.model import MMDistributedDataParallel
 
-from ..models.sparse import SparseBatchNormMixin, SparseMixin
-from ..models.sparse.convert import sparse_class_of
+from ..errors import SparKInputError
 from ..registry import MODEL_WRAPPERS
+from .cpu_sync_bn import convert_sync_batchnorm_for_cpu, runs_on_cpu
 
 
 def _slurm_environment() -> dict:
@@ -42,28 +41,12 @@ def init_cpu_distributed(launcher: str, backend: str = 'gloo',
     if launcher == 'slurm':
         os.environ.update(_slurm_environment())
     elif launcher != 'pytorch':
-        raise ValueError(f'launcher {launcher!r} is not supported without a '
-                         'GPU; use --launcher pytorch (tools/dist_train.sh) '
-                         'or slurm (tools/slurm_train.sh)')
+        raise SparKInputError(f'launcher {launcher!r} is not supported without a '
+                              'GPU; use --launcher pytorch (tools/dist_train.sh) '
+                              'or slurm (tools/slurm_train.sh)')
     kwargs = {} if timeout is None else dict(timeout=timedelta(seconds=timeout))
     dist.init_process_group(backend=backend, rank=int(os.environ['RANK']),
                             world_size=int(os.environ['WORLD_SIZE']), **kwargs)
-
-
-def convert_sync_batchnorm_for_cpu(model: nn.Module) -> int:
-    """Make ``nn.SyncBatchNorm`` layers of ``model`` run on CPU/gloo, in place.
-
-    Parameter and buffer names are untouched. Layers that are already sparse
-    (SparK's encoder, densify and decoder norms) sync over gloo already.
-    Returns the number of layers converted.
-    """
-    converted = 0
-    for module in model.modules():
-        if isinstance(module, nn.SyncBatchNorm) and not isinstance(
-                module, SparseMixin):
-            module.__class__ = sparse_class_of(type(module), SparseBatchNormMixin)
-            converted += 1
-    return converted
 
 
 @MODEL_WRAPPERS.register_module()
@@ -84,7 +67,7 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
     def _passing_sync_batchnorm_handle(self, module):
         # torch refuses every SyncBatchNorm in a CPU module; ours run on gloo.
         for layer in module.modules():
-            if isinstance(layer, nn.SyncBatchNorm) and not isinstance(
-                    layer, SparseBatchNormMixin):
-                raise ValueError(f'{type(layer).__name__} cannot run on CPU; '
-                                 'convert it with convert_sync_batchnorm_for_cpu')
+            if not runs_on_cpu(layer):
+                raise SparKInputError(
+                    f'{type(layer).__name__} cannot run on CPU; convert it '
+                    'with convert_sync_batchnorm_for_cpu')

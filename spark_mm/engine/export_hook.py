@@ -5,7 +5,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from ..export import save_backbone
+from ..checkpoint.backbone import save_backbone
 from ..registry import HOOKS
 
 

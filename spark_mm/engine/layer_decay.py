@@ -1,8 +1,8 @@
 """Layer-wise learning-rate decay for ResNet detectors and segmentors (SparK's COCO recipe).
 
 mmdet and mmseg ship layer-decay constructors for ConvNeXt (and ViTs) only. This
-one (registered in mmdet's registry here, and in mmseg's by importing
-:mod:`spark_mm.segmentation`) follows the
+one (registered in ours here, in mmdet's by importing :mod:`spark_mm.detection`
+and in mmseg's by importing :mod:`spark_mm.segmentation`) follows the
 official SparK Detectron2 code (``downstream_d2/lr_decay.py``), translated to
 mmdet's ResNet names:
 
@@ -41,11 +41,11 @@ import torch.nn as nn
 from mmengine.dist import get_dist_info
 from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor
-from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from ..registry import OPTIM_WRAPPER_CONSTRUCTORS as SPARK_CONSTRUCTORS
+from ..errors import SparKInputError
+from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm,
               nn.LocalResponseNorm)
@@ -77,7 +77,7 @@ def resnet_layer_ids(param_names: List[str],
         if match:
             stage, block = int(match.group(1)), int(match.group(2))
             if stage not in (1, 2, 3, 4):
-                raise ValueError(
+                raise SparKInputError(
                     f'parameter {name!r} is in stage {stage}; '
                     'ResNetLayerDecayOptimWrapperConstructor expects a '
                     'ResNet with layer1..layer4')
@@ -85,7 +85,7 @@ def resnet_layer_ids(param_names: List[str],
         elif local.split('.')[0] in ('conv1', 'bn1', 'norm1', 'stem'):
             layer_ids[name] = 0
         else:
-            raise ValueError(
+            raise SparKInputError(
                 f'cannot place backbone parameter {name!r} in a ResNet stage '
                 '(expected conv1/bn1/stem/layer1..4.*); use this constructor '
                 'only with ResNet backbones, or mmdet\'s/mmseg\'s '
@@ -196,7 +196,7 @@ def resnet_cls_layer_ids(param_names: List[str], prefix: str = 'backbone.'
         if match:
             blocks[int(match.group(1))].add(int(match.group(2)))
     if not blocks[2] or not blocks[3]:
-        raise ValueError(
+        raise SparKInputError(
             f'no {prefix}layer2/layer3 blocks among the parameters: '
             'ResNetClsLayerDecayOptimWrapperConstructor expects a ResNet '
             "backbone (use mmpretrain's LearningRateDecayOptimWrapperConstructor "
@@ -220,7 +220,7 @@ def resnet_cls_layer_ids(param_names: List[str], prefix: str = 'backbone.'
     return layer_ids, last
 
 
-@SPARK_CONSTRUCTORS.register_module()
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ResNetClsLayerDecayOptimWrapperConstructor(
         ResNetLayerDecayOptimWrapperConstructor):
     """SparK's ImageNet fine-tuning groups (official ``downstream_imagenet``).
@@ -237,7 +237,7 @@ class ResNetClsLayerDecayOptimWrapperConstructor(
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict = None):
         if 'decay_rate' not in (paramwise_cfg or {}):
-            raise ValueError(
+            raise SparKInputError(
                 'ResNetClsLayerDecayOptimWrapperConstructor needs '
                 'paramwise_cfg.decay_rate (official: 0.7 for ResNet-50, 0.8 '
                 'for ResNet-101/152/200)')

@@ -7,11 +7,8 @@ import torch
 from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
 
+from ..errors import NonFiniteLossError
 from ..registry import HOOKS
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or inf loss (or weights)."""
 
 
 def last_good_checkpoint(runner) -> Optional[str]:

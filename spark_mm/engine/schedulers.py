@@ -15,14 +15,15 @@ import math
 
 from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
 
+from ..errors import SparKInputError
 from ..registry import PARAM_SCHEDULERS
 
 
 def _epochs_to_iters(cls, *args, begin=0, end=INF, by_epoch=True,
                      epoch_length=None, warmup=None, **kwargs):
     if not by_epoch or not epoch_length or epoch_length <= 0:
-        raise ValueError(f'{cls.__name__}: convert_to_iter_based needs an '
-                         'epoch-based config and a positive epoch length')
+        raise SparKInputError(f'{cls.__name__}: convert_to_iter_based needs an '
+                              'epoch-based config and a positive epoch length')
     if warmup is not None:
         kwargs['warmup'] = int(round(warmup * epoch_length))
     end = end if end == INF else int(end * epoch_length)
@@ -40,8 +41,8 @@ class _FiniteSchedule(_ParamScheduler):
 
     def __init__(self, optimizer, param_name, begin=0, end=INF, **kwargs):
         if end == INF:
-            raise ValueError(f'{type(self).__name__} needs a finite end (the '
-                             'last epoch or iteration of the run)')
+            raise SparKInputError(f'{type(self).__name__} needs a finite end (the '
+                                  'last epoch or iteration of the run)')
         super().__init__(optimizer, param_name, begin=begin, end=end, **kwargs)
 
     @property
@@ -68,8 +69,8 @@ class SparKWarmupCosineLR(_FiniteSchedule):
         super().__init__(optimizer, 'lr', begin=begin, end=end,
                          last_step=last_step, by_epoch=by_epoch, verbose=verbose)
         if not 0 <= self.warmup < self.length:
-            raise ValueError(f'warm-up of {self.warmup} steps does not fit a '
-                             f'schedule of {self.length} steps')
+            raise SparKInputError(f'warm-up of {self.warmup} steps does not fit a '
+                                  f'schedule of {self.length} steps')
 
     def factor(self, step: int) -> float:
         if step < self.warmup:

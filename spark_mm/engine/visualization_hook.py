@@ -8,6 +8,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from ..errors import SparKInputError
 from ..registry import HOOKS
 from ..visualization import (fit_image, fixed_mask, load_image, make_grid,
                              reconstruction_panels, save_png, to_model_inputs)
@@ -41,8 +42,8 @@ class ReconstructionVisualizationHook(Hook):
                  mask_ratio: Optional[float] = None,
                  out_dir: str = 'reconstructions', name: str = 'reconstruction'):
         if interval < 1 or num_images < 1:
-            raise ValueError(f'interval ({interval}) and num_images ({num_images}) '
-                             'must be positive')
+            raise SparKInputError(f'interval ({interval}) and num_images ({num_images}) '
+                                  'must be positive')
         self.interval = interval
         self.num_images = num_images
         self.seed = seed

@@ -3,118 +3,12 @@ from typing import List, Optional, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ..errors import SparKInputError
 from ..registry import MODELS
-from .activations import ReLU6InPlace
+from .fast.fused_upsample import composed_is_cheaper, composed_upsample_conv
+from .fast.relu6_inplace import ReLU6InPlace
 from .norms import build_norm
-
-
-class _SubtractFrame(torch.autograd.Function):
-    """``y[:, :, (0, -1), :] -= rows; y[:, :, :, (0, -1)] -= cols``, in place.
-
-    Autograd's own in-place slice updates copy the whole gradient of ``y``
-    once per update; this one passes it through."""
-
-    @staticmethod
-    def forward(ctx, y, rows, cols):
-        ctx.steps = (y.shape[2] - 1, y.shape[3] - 1)
-        ctx.dtypes = (rows.dtype, cols.dtype)
-        with torch.no_grad():
-            y[:, :, ::ctx.steps[0], :] -= rows
-            y[:, :, :, ::ctx.steps[1]] -= cols
-        ctx.mark_dirty(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad_rows = -grad[:, :, ::ctx.steps[0], :].to(ctx.dtypes[0])
-        grad_cols = -grad[:, :, :, ::ctx.steps[1]].to(ctx.dtypes[1])
-        return grad, grad_rows, grad_cols
-
-
-def composed_upsample_conv(x: torch.Tensor, up: nn.ConvTranspose2d,
-                           conv: nn.Conv2d) -> torch.Tensor:
-    """``conv(up(x))`` for ``up`` = ConvTranspose2d(k4, s2, p1) and ``conv`` =
-    Conv2d(k3, p1, no bias), computed as one linear map with fewer MACs.
-
-    Per dimension, transposed tap ``k`` writes input row ``i`` to upsampled
-    row ``2i - 1 + k`` and conv tap ``u`` reads upsampled row ``Z + u - 1``
-    into output row ``Z``, so the pair sends ``i`` to ``Z = 2i + k - u``: one
-    ConvTranspose2d(k6, s2, p2) whose tap ``g = k + (2 - u)`` sums the channel
-    products ``conv_w[:, :, u, v] @ up_w[:, :, k, l]`` over the taps, i.e. the
-    4x4 tap blocks of the products placed at offsets ``(2 - u, 2 - v)`` of a
-    6x6 grid and summed (``F.fold``); the bias becomes ``sum_uv conv_w @ b``.
-    Per output pixel that is 9 instead of 4 + 9 MACs per pair of channels,
-    plus ``144 * cin * cmid * cout`` MACs for the kernel (a single matmul).
-
-    That map also counts the upsampled rows -1 and 2H (columns -1 and 2W),
-    which the transposed conv would fill from input row 0 with tap ``k = 0``
-    (row H-1 with ``k = 3``) plus the bias, where ``conv`` reads its zero
-    padding: the outermost output rows (columns) get, through conv tap
-    ``u = 0`` (``u = 2``), those virtual rows in excess. They are recomputed
-    with the sequential maths on thin slabs and subtracted: the rows over the
-    full width including the virtual columns, the columns over the real rows
-    only, so that the four virtual corners are removed once.
-    """
-    up_w, up_b, conv_w = up.weight, up.bias, conv.weight
-    cin, cmid = up_w.shape[:2]
-    cout = conv_w.shape[0]
-    with torch.autocast(x.device.type, enabled=False):
-        # prod[o, (c, k, l), (2 - u, 2 - v)] = sum_m conv_w[o, m, u, v] up_w[c, m, k, l]
-        prod = torch.mm(
-            conv_w.flip((2, 3)).permute(0, 2, 3, 1).reshape(cout * 9, cmid),
-            up_w.transpose(0, 1).reshape(cmid, cin * 16))
-        prod = prod.view(cout, 9, cin * 16).transpose(1, 2)
-        weight = F.fold(prod, (6, 6), kernel_size=4).transpose(0, 1)
-        bias = None if up_b is None else conv_w.sum((2, 3)) @ up_b
-    if up_w.is_contiguous(memory_format=torch.channels_last) \
-            and not up_w.is_contiguous():
-        # Output layout as the modules' convolutions pick it: channels_last
-        # where the input or the weight is.
-        weight = weight.contiguous(memory_format=torch.channels_last)
-    y = F.conv_transpose2d(x, weight, bias, stride=2, padding=2)
-    # Virtual upsampled rows -1 and 2H at columns -1 ... 2W (no padding),
-    # then conv taps u = 0 and 2 along them.
-    rows = torch.cat([
-        F.conv2d(F.conv_transpose2d(x[:, :, :1], up_w[:, :, :1], up_b,
-                                    stride=(1, 2)), conv_w[:, :, :1]),
-        F.conv2d(F.conv_transpose2d(x[:, :, -1:], up_w[:, :, 3:], up_b,
-                                    stride=(1, 2)), conv_w[:, :, 2:])], 2)
-    # Virtual upsampled columns -1 and 2W at the real rows only (padding).
-    cols = torch.cat([
-        F.conv2d(F.conv_transpose2d(x[..., :1], up_w[..., :1], up_b,
-                                    stride=(2, 1), padding=(1, 0)),
-                 conv_w[..., :1], padding=(1, 0)),
-        F.conv2d(F.conv_transpose2d(x[..., -1:], up_w[..., 3:], up_b,
-                                    stride=(2, 1), padding=(1, 0)),
-                 conv_w[..., 2:], padding=(1, 0))], 3)
-    return _SubtractFrame.apply(y, rows, cols)
-
-
-# How many times the MACs that the composed map saves must exceed the MACs it
-# adds. Measured on a CPU (1 thread, fp32): the kernel's matmul (with its
-# fold and copies) and the thin border convolutions run at about half the MAC
-# rate of the large convolutions they replace.
-COMPOSED_MIN_GAIN = 2.0
-
-
-def composed_is_cheaper(x_shape, cin: int, cmid: int, cout: int) -> bool:
-    """Whether :func:`composed_upsample_conv` should beat the module pair.
-
-    Per output pixel it saves ``4 * cin * cmid + 9 * cmid * cout - 9 * cin *
-    cout`` MACs (``4 c^2`` when all widths are ``c``); it adds ``144 * cin *
-    cmid * cout`` for the kernel and the border slabs (about ``20 c^2`` per
-    image per input row and column), the same proportions in the backward
-    pass. With equal widths the kernel alone needs ``N * H * W > 9 c`` input
-    pixels: SparK's ResNet decoder gains from its 28x28 block on, but loses at
-    512 channels on 7x7 and 256 on 14x14.
-    """
-    batch, _, height, width = x_shape
-    saved = 4 * batch * height * width * (4 * cin * cmid + 9 * cmid * cout
-                                          - 9 * cin * cout)
-    border = 2 * batch * (height + width) * (4 * cin * cmid + 6 * cmid * cout)
-    return saved > COMPOSED_MIN_GAIN * (144 * cin * cmid * cout + border)
 
 
 class UpsampleBlock(nn.Module):
@@ -132,7 +26,7 @@ class UpsampleBlock(nn.Module):
                  fused: Union[bool, str] = 'auto'):
         super().__init__()
         if fused not in (True, False, 'auto'):
-            raise ValueError(f"fused must be True, False or 'auto', not {fused!r}")
+            raise SparKInputError(f"fused must be True, False or 'auto', not {fused!r}")
         self.upsample = nn.ConvTranspose2d(in_channels, in_channels, 4, 2, 1)
         self.conv1 = nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False)
         self.norm1 = build_norm(norm_cfg, in_channels)
@@ -179,10 +73,10 @@ class LightUNetDecoder(nn.Module):
         super().__init__()
         num_blocks = upsample_ratio.bit_length() - 1
         if 2 ** num_blocks != upsample_ratio:
-            raise ValueError(f'upsample_ratio={upsample_ratio} is not a power of 2')
+            raise SparKInputError(f'upsample_ratio={upsample_ratio} is not a power of 2')
         if width % upsample_ratio:
-            raise ValueError(f'decoder width {width} must be divisible by '
-                             f'upsample_ratio {upsample_ratio}')
+            raise SparKInputError(f'decoder width {width} must be divisible by '
+                                  f'upsample_ratio {upsample_ratio}')
         self.widths = [width // 2 ** i for i in range(num_blocks + 1)]
         self.blocks = nn.ModuleList(
             UpsampleBlock(cin, cout, norm_cfg, fused=fused_upsample)

@@ -4,6 +4,8 @@ from typing import List, NamedTuple
 import torch
 import torch.nn as nn
 
+from ..errors import SparKInputError
+
 
 class FeatureInfo(NamedTuple):
     channels: int
@@ -34,7 +36,7 @@ def probe_features(backbone: nn.Module, in_channels: int = 3,
     infos = []
     for index, feature in enumerate(outputs):
         if feature.dim() != 4:
-            raise ValueError(
+            raise SparKInputError(
                 f'backbone output {index} has shape {tuple(feature.shape)}, '
                 'not (B, C, H, W); SparK needs feature maps (for mmpretrain '
                 'ConvNeXt set gap_before_final_norm=False)')

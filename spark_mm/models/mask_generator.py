@@ -1,6 +1,7 @@
 """Which patches an image keeps: the replaceable masking step of SparK."""
 import torch
 
+from ..errors import SparKInputError
 from ..registry import MODELS
 
 
@@ -14,15 +15,15 @@ class RandomPatchMasker:
 
     def __init__(self, mask_ratio: float = 0.6):
         if not 0.0 < float(mask_ratio) < 1.0:
-            raise ValueError(f'mask_ratio={mask_ratio} is outside (0, 1); use '
-                             'the fraction of patches to mask, e.g. 0.6')
+            raise SparKInputError(f'mask_ratio={mask_ratio} is outside (0, 1); use '
+                                  'the fraction of patches to mask, e.g. 0.6')
         self.mask_ratio = float(mask_ratio)
 
     def num_visible(self, grid_h: int, grid_w: int) -> int:
         num_patches = grid_h * grid_w
         num_visible = round(num_patches * (1 - self.mask_ratio))
         if not 0 < num_visible < num_patches:
-            raise ValueError(
+            raise SparKInputError(
                 f'mask_ratio={self.mask_ratio} on a {grid_h}x{grid_w} patch '
                 f'grid keeps {num_visible} of {num_patches} patches, leaving '
                 f'{"no visible" if num_visible == 0 else "no masked"} patch; '

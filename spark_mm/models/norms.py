@@ -7,11 +7,12 @@ from .sparse import SparseContext, sparsify
 
 def build_norm(norm_cfg: dict, channels: int,
                context: SparseContext = None) -> nn.Module:
-    """A norm from ``norm_cfg`` (``BN``, ``SyncBN``, ``LN2d``, ...) that works anywhere.
+    """A norm from ``norm_cfg`` (``BN``, ``SyncBN``, ``LN2d``, ...).
 
-    It is made sparse and bound to ``context``: while a mask is active it
-    normalizes over visible positions, otherwise it is the dense norm. SyncBN
-    also runs on CPU/gloo, and in a single process as plain BN.
+    With a ``context`` (the densify step's norms) it is made sparse and bound
+    to it: while a mask is active it normalizes over visible positions,
+    otherwise it is the dense norm. Without one (the decoder's norms, which
+    see dense maps) it is the registered norm itself.
     """
     kwargs = dict(norm_cfg)
     norm_type = kwargs.pop('type')
@@ -20,5 +21,6 @@ def build_norm(norm_cfg: dict, channels: int,
         raise KeyError(f'norm type {norm_type!r} is not registered; use BN, '
                        'SyncBN or LN2d')
     norm = norm_class(channels, **kwargs)
-    sparsify(norm, context or SparseContext(), name=norm_type)
+    if context is not None:
+        sparsify(norm, context, name=norm_type)
     return norm

@@ -15,13 +15,14 @@ from mmengine.logging import print_log
 from mmpretrain.models.selfsup.base import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 
+from ..errors import SparKInputError
 from ..registry import MODELS
 from .densify import Densifier
+from .fast.compact_saved_maps import CompactSavedMaps
 from .geometry import as_feature_list, probe_features, remove_output_norms
 from .head import patchify, unpatchify
 from .sparse import SparseContext, sparsify
 from .sparse.context import expand_mask
-from .sparse.saved_rows import CompactSavedMaps
 
 
 def _build(cfg_or_module):
@@ -95,7 +96,7 @@ class SparK(BaseSelfSupervisor):
                           logger='current')
         features = probe_features(backbone, in_channels)
         if len(features) < 2 and hierarchical:
-            raise ValueError(
+            raise SparKInputError(
                 'the backbone returns a single feature map; SparK needs one per '
                 'stage: set out_indices=(0, 1, 2, 3) (mmpretrain/mmdet ResNet, '
                 'ConvNeXt) or (1, 2, 3, 4) (TIMMBackbone), or hierarchical=False')
@@ -142,15 +143,15 @@ class SparK(BaseSelfSupervisor):
         strides = [info.stride for info in coarsest_first]
         expected = [self.total_stride // 2 ** i for i in range(len(strides))]
         if strides != expected:
-            raise ValueError(f'backbone feature strides {strides[::-1]} are not '
-                             'consecutive powers of 2 ending at the total stride')
+            raise SparKInputError(f'backbone feature strides {strides[::-1]} are not '
+                                  'consecutive powers of 2 ending at the total stride')
 
     def check_input_size(self, height: int, width: int):
         stride = self.total_stride
         if height % stride or width % stride:
             fit_h = max(stride, round(height / stride) * stride)
             fit_w = max(stride, round(width / stride) * stride)
-            raise ValueError(
+            raise SparKInputError(
                 f'input size {height}x{width} is not a multiple of the '
                 f"backbone's total stride {stride}; resize or crop to e.g. "
                 f'{fit_h}x{fit_w}')

@@ -6,14 +6,14 @@ Imported by the UperNet configs (``custom_imports``); importing it registers:
   ResNet, :mod:`spark_mm.engine.layer_decay`) in mmseg's registry too, so
   ``constructor='ResNetLayerDecayOptimWrapperConstructor'`` works in a config
   with ``default_scope = 'mmseg'``; one class, registered in both;
-- ``spark_mm.CheckedPretrained``: backbone weights that must fit (no missing
-  keys), see :mod:`.checked_pretrained`.
+- ``spark_mm.CheckedPretrained`` (:mod:`spark_mm.checkpoint.checked_pretrained`)
+  is re-exported here: backbone weights that must fit (no missing keys).
 """
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_CONSTRUCTORS
 from mmseg.utils import register_all_modules
 
+from ..checkpoint.checked_pretrained import CheckedPretrained, backbone_weights
 from ..engine.layer_decay import ResNetLayerDecayOptimWrapperConstructor
-from .checked_pretrained import CheckedPretrained, backbone_weights
 from .synthetic_ade20k import CLASSES as SYNTHETIC_CLASSES
 from .synthetic_ade20k import make_synthetic_ade20k
 

@@ -1,6 +1,7 @@
+from .batch_norm import SparseBatchNormMixin
 from .context import SparseContext
 from .convert import UnsupportedLayerError, sparsify
-from .layers import SparseBatchNormMixin, SparseMixin, SparseRemaskMixin
+from .remask import SparseMixin, SparseRemaskMixin
 
 __all__ = ['SparseContext', 'sparsify', 'UnsupportedLayerError', 'SparseMixin',
            'SparseRemaskMixin', 'SparseBatchNormMixin']

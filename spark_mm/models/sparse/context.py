@@ -10,6 +10,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from ...errors import SparKInputError
+
 
 def expand_mask(active_b1hw: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``active_b1hw`` (B, 1, h, w) repeated to (B, 1, height, width), whole multiples."""
@@ -38,8 +40,8 @@ class SparseContext:
     def masked(self, active_b1hw: torch.Tensor):
         """Activate ``active_b1hw`` (B, 1, h, w) bool for the duration of a block."""
         if active_b1hw.dim() != 4 or active_b1hw.shape[1] != 1:
-            raise ValueError('the mask must have shape (B, 1, h, w), got '
-                             f'{tuple(active_b1hw.shape)}')
+            raise SparKInputError('the mask must have shape (B, 1, h, w), got '
+                                  f'{tuple(active_b1hw.shape)}')
         previous = self.active_b1hw, self._expanded
         self.active_b1hw, self._expanded = active_b1hw.bool(), {}
         try:
@@ -53,7 +55,7 @@ class SparseContext:
         if key not in self._expanded:
             grid_h, grid_w = self.active_b1hw.shape[-2:]
             if height % grid_h or width % grid_w:
-                raise ValueError(
+                raise SparKInputError(
                     f'a sparse layer produced a {height}x{width} map, which is '
                     f'not a whole multiple of the {grid_h}x{grid_w} mask grid; '
                     'use an input size that is a multiple of the total stride')

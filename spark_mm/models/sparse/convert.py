@@ -1,7 +1,7 @@
 """Convert a dense backbone's layers to sparse behaviour, in place.
 
 ``sparsify(backbone, context)`` swaps the class of every supported layer for a
-sparse subclass (:mod:`.layers`) bound to ``context``. Names, parameters and
+sparse subclass (:mod:`.remask`, :mod:`.batch_norm`) bound to ``context``. Names, parameters and
 buffers are untouched, so the weights load straight into the dense backbone.
 Layers that mix spatial positions in ways a mask cannot follow (GroupNorm,
 attention, adaptive pooling, ...) are refused with an error naming them.
@@ -11,9 +11,11 @@ from typing import Dict, List, Optional, Tuple, Type
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from ...errors import SparKInputError, UnsupportedLayerError
+from ..fast.pointwise_block import SparsePointwiseBlockMixin
+from .batch_norm import SparseBatchNormMixin
 from .context import SparseContext
-from .layers import (SparseBatchNormMixin, SparseMixin,
-                     SparsePointwiseBlockMixin, SparseRemaskMixin)
+from .remask import SparseMixin, SparseRemaskMixin
 
 # Layers that compute across spatial positions in a way masking cannot fix.
 UNSUPPORTED_TYPES = (
@@ -37,10 +39,6 @@ def sparse_class_of(dense_class: type, mixin: type) -> type:
                                     (mixin, dense_class),
                                     {'__module__': __name__})
     return _sparse_classes[key]
-
-
-class UnsupportedLayerError(TypeError):
-    """The backbone holds layers that cannot be made sparse."""
 
 
 def _is_channels_first_norm(module: nn.LayerNorm) -> bool:
@@ -103,8 +101,8 @@ def sparsify(module: nn.Module, context: SparseContext,
         full_name = f'{name}.{child_name}' if child_name else name
         if isinstance(child, SparseMixin):
             if child.sparse_context is not context:
-                raise ValueError(f'{full_name} is already sparse and bound to '
-                                 'another model; build a new backbone instead')
+                raise SparKInputError(f'{full_name} is already sparse and bound to '
+                                      'another model; build a new backbone instead')
             continue
         if _is_unsupported(child):
             unsupported.append(f'{full_name} ({type(child).__name__})')

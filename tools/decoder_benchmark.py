@@ -1,6 +1,6 @@
 """Time forward + backward of one decoder ``UpsampleBlock``, fused vs sequential.
 
-    python -m spark_mm.decoder_benchmark [--batch 8] [--width 512] [--reps 5]
+    python tools/decoder_benchmark.py [--batch 8] [--width 512] [--reps 5]
         [--threads 1] [--channels-last]
 
 The shapes are those of the SparK ResNet-50 decoder at 224 px: ``width`` at
@@ -15,9 +15,13 @@ import statistics
 import time
 from typing import Dict, List, Tuple
 
+import os.path as osp
+import sys
+
 import torch
 
-from .models.decoder import UpsampleBlock
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from spark_mm.models.decoder import UpsampleBlock  # noqa: E402
 
 
 def decoder_shapes(width: int = 512, size: int = 7,

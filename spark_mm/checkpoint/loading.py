@@ -13,17 +13,19 @@ on checkpoints written by our runs), instead of switching the protection off:
 - numpy arrays, scalars and the dtypes of numbers (logged values, ETA).
 
 The same module turns a missing, truncated or mismatching checkpoint into a
-:class:`~spark_mm.export.CheckpointError` naming the file and the keys.
+:class:`~spark_mm.errors.CheckpointError` naming the file and the keys
+(:mod:`.key_report`).
 """
 import os
 import pickle
-from typing import Iterable, List, Mapping
+from typing import List, Mapping
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-from ..export import CheckpointError, state_dict_of
+from ..errors import CheckpointError
+from .key_report import compare_keys
 
 # Number dtypes only: an object array would smuggle arbitrary pickles.
 _NUMPY_DTYPE_NAMES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
@@ -95,10 +97,13 @@ def load_checkpoint_safely(path: str, mmap: bool = False) -> dict:
             'use an earlier checkpoint or re-download it') from error
 
 
-def _listed(keys: Iterable[str], limit: int = 8) -> str:
-    keys = sorted(keys)
-    shown = ', '.join(keys[:limit])
-    return shown + (f' (+{len(keys) - limit} more)' if len(keys) > limit else '')
+def state_dict_of(checkpoint: Mapping) -> Mapping:
+    """The weights of an mmengine checkpoint, or the mapping itself."""
+    if 'state_dict' in checkpoint:
+        return checkpoint['state_dict']
+    if 'model' in checkpoint and isinstance(checkpoint['model'], Mapping):
+        return checkpoint['model']
+    return checkpoint
 
 
 def check_checkpoint_matches(model: torch.nn.Module, path: str,
@@ -112,23 +117,12 @@ def check_checkpoint_matches(model: torch.nn.Module, path: str,
     weights = state_dict_of(load_checkpoint_safely(path, mmap=True))
     if not isinstance(weights, Mapping):
         raise CheckpointError(f'checkpoint {path!r} holds no state dict')
-    expected = model.state_dict()
-    missing = set(expected) - set(weights)
-    unexpected = set(weights) - set(expected)
-    shapes = {key for key in set(expected) & set(weights)
-              if hasattr(weights[key], 'shape')
-              and tuple(weights[key].shape) != tuple(expected[key].shape)}
-    if not (missing or unexpected or shapes):
+    report = compare_keys(model.state_dict(), weights)
+    if report.fits:
         return
-    if not strict and len(missing) + len(shapes) < len(expected):
+    if not strict and (len(report.missing) + len(report.reshaped)
+                       < report.expected_count):
         return
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} missing: {_listed(missing)}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected: {_listed(unexpected)}')
-    if shapes:
-        problems.append(f'{len(shapes)} of another shape: {_listed(shapes)}')
     raise CheckpointError(
         f'checkpoint {path!r} does not fit the model of this config ('
-        + '; '.join(problems) + '); pass a checkpoint written with this config')
+        + report.problems() + '); pass a checkpoint written with this config')

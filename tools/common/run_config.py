@@ -1,28 +1,13 @@
-"""Config helpers shared by the tools (and the schedule of the pretraining configs)."""
+"""What tools/train.py and tools/test.py share: flags and the run's config."""
 import os
 import os.path as osp
 
 import torch
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'nn.SyncBatchNorm', 'TorchSyncBN')
-
-
-def revert_sync_bn_in_config(cfg: Config) -> int:
-    """Replace SyncBN norm types by BN in ``cfg.model``; returns how many."""
-    def walk(node) -> int:
-        count = 0
-        if isinstance(node, (dict, ConfigDict)):
-            if node.get('type') in SYNC_BN_TYPES:
-                node['type'] = 'BN'
-                count += 1
-            for value in node.values():
-                count += walk(value)
-        elif isinstance(node, (list, tuple)):
-            count += sum(walk(item) for item in node)
-        return count
-    return walk(cfg.model)
+from spark_mm.datasets import set_data_root, use_annotation_classes
+from spark_mm.engine.config_loading import revert_sync_bn_in_config
 
 
 def enable_amp(cfg: Config):
@@ -42,12 +27,17 @@ def enable_amp(cfg: Config):
 def parse_tool_args(parser, argv=None):
     """Add the flags tools/train.py and tools/test.py share, then parse.
 
-    The shared flags (``--cfg-options``, ``--launcher``, ``--local_rank``) come
+    The shared flags (``--cfg-options``, ``--data-root``, ``--launcher``,
+    ``--local_rank``) come
     last; ``LOCAL_RANK`` is set from ``--local_rank`` unless a launcher set it.
     """
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings in the config, key=value (xxx=yyy format)')
+    parser.add_argument(
+        '--data-root',
+        help="use this data folder: replaces the config's data_root in every "
+        'path built from it (same as --cfg-options data_root=DIR)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -60,15 +50,24 @@ def parse_tool_args(parser, argv=None):
 def load_tool_config(args) -> Config:
     """The config of a tools/train.py or tools/test.py run, from its arguments.
 
-    ``args.config`` with ``args.cfg_options`` merged and ``cfg.launcher`` set;
+    ``args.config`` with ``args.cfg_options`` merged, ``--data-root`` (or
+    ``data_root`` in ``cfg_options``) applied to every dataset path, the
+    annotation file's class names used, and ``cfg.launcher`` set;
     ``work_dir`` is ``args.work_dir``, else the config's, else
     ``./work_dirs/<config file name>``. A single-process run (launcher
     ``none``) turns SyncBN into BN and logs how many places changed; without
     CUDA, distributed runs use the gloo backend.
     """
+    # data_root is folded into the dataset paths when the config is read, so
+    # `--cfg-options data_root=X` is applied to all of them like --data-root.
+    data_root = (args.cfg_options or {}).pop('data_root', None)
+    data_root = getattr(args, 'data_root', None) or data_root
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if data_root is not None:
+        set_data_root(cfg, data_root)
+    use_annotation_classes(cfg)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

@@ -16,22 +16,8 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
+from ..checkpoint.saving import flush_to_disk, write_text_atomically
 from ..registry import HOOKS
-
-
-def _flush_to_disk(path: str) -> None:
-    with open(path, 'rb') as file:
-        os.fsync(file.fileno())
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """Replace ``path`` by a file holding ``text``, all at once."""
-    partial = f'{path}.partial'
-    with open(partial, 'w') as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
 
 
 def partial_name(filename: str) -> str:
@@ -76,7 +62,7 @@ class AtomicCheckpointHook(CheckpointHook):
         if not is_main_process():
             return
         partial_path = osp.join(self.out_dir, partial)
-        _flush_to_disk(partial_path)
+        flush_to_disk(partial_path)
         os.replace(partial_path, self.last_ckpt)
         write_text_atomically(osp.join(runner.work_dir, 'last_checkpoint'),
                               self.last_ckpt)

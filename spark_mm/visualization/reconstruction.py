@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..errors import SparKInputError
+from ..models.sparse.context import expand_mask
+
 PANEL_TITLES = ('masked input', 'prediction', 'pred + visible', 'input')
 PAD = 4            # pixels between panels and around the grid
 HEADER = 14        # height of the title row
@@ -21,31 +24,18 @@ MASK_GREY = 128    # colour of masked patches in the "masked input" panel
 
 
 # ---- model ------------------------------------------------------------------
-def single_process_config(config: Union[str, 'Config'],
-                          cfg_options: Optional[dict] = None) -> 'Config':
-    """``config`` (a path, or a Config that is copied) with ``cfg_options``
-    merged and SyncBN turned into BN: the tools run in one process."""
-    from mmengine.config import Config
-
-    from .utils import revert_sync_bn_in_config
-    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    revert_sync_bn_in_config(cfg)
-    return cfg
-
-
 def build_spark(config: Union[str, 'Config'], checkpoint: Optional[str] = None,
                 device: str = 'cpu', cfg_options: Optional[dict] = None):
     """The SparK model of ``config`` with the weights of ``checkpoint``, in eval mode.
 
-    SyncBN in the config becomes BN (:func:`single_process_config`).
+    SyncBN in the config becomes BN (``single_process_config``).
     """
-    from .export import load_checkpoint_file, state_dict_of
-    from .registry import MODELS
+    from ..checkpoint.loading import load_checkpoint_safely, state_dict_of
+    from ..engine.config_loading import single_process_config
+    from ..registry import MODELS
     model = MODELS.build(single_process_config(config, cfg_options).model)
     if checkpoint is not None:
-        model.load_state_dict(state_dict_of(load_checkpoint_file(checkpoint)))
+        model.load_state_dict(state_dict_of(load_checkpoint_safely(checkpoint)))
     return model.to(device).eval()
 
 
@@ -114,9 +104,7 @@ def reconstruction_panels(model, inputs_bchw: torch.Tensor,
         samples = model.predict(inputs_bchw, active_b1hw=active_b1hw)
     finally:
         model.train(was_training)
-    stride = model.total_stride
-    visible = (active_b1hw.cpu().repeat_interleave(stride, 2)
-               .repeat_interleave(stride, 3))  # (B, 1, H, W)
+    visible = expand_mask(active_b1hw.cpu(), *inputs_bchw.shape[-2:])  # (B, 1, H, W)
     visible = visible.permute(0, 2, 3, 1).numpy()  # (B, H, W, 1)
     inputs = denormalize(model, inputs_bchw)
     masked = np.where(visible, inputs, np.uint8(MASK_GREY))
@@ -136,7 +124,7 @@ def fixed_mask(model, batch_size: int, height: int, width: int,
     previous = getattr(generator, 'mask_ratio', None)
     if mask_ratio is not None:
         if previous is None:
-            raise ValueError(f'{type(generator).__name__} has no mask_ratio to set')
+            raise SparKInputError(f'{type(generator).__name__} has no mask_ratio to set')
         generator.mask_ratio = float(mask_ratio)
     try:
         with torch.random.fork_rng(devices=[]):

@@ -1,6 +1,6 @@
 """Backbone weights in the naming of other toolboxes, checked against the real models.
 
-The weights arrive in canonical naming (:mod:`spark_mm.export_sources`):
+The weights arrive in canonical naming (:mod:`spark_mm.checkpoint.sources`):
 torchvision's for ResNet, mmpretrain's for ConvNeXt. From there:
 
 * mmdet / mmpretrain: the names as they are; checked by loading into mmdet's
@@ -39,7 +39,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from .export import CheckpointError
+from ..errors import CheckpointError
+from .key_report import NOTHING, compare_keys, listed
+from .saving import save_pickle_atomically, write_atomically
 
 RESNET_DEPTHS = {  # depth -> (bottleneck, blocks per stage)
     18: (False, (2, 2, 2, 2)),
@@ -57,7 +59,6 @@ CONVNEXT_STAGE_NORM = re.compile(r'^norm([0-3])\.(weight|bias)$')
 STAGE_NORM_NOTE = ('absent: initialised fresh by the downstream model '
                    '(weight 1, bias 0), as in the official SparK/ConvNeXt '
                    'detection code')
-_NOTHING = re.compile(r'(?!)')
 
 
 def backbone_kind(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -163,29 +164,8 @@ def build_timm_convnext(state_dict: Mapping[str, torch.Tensor]
                     use_grn=options['grn'])
 
 
-def compare_keys(model: torch.nn.Module,
-                 state_dict: Mapping[str, torch.Tensor]
-                 ) -> Tuple[List[str], List[str], List[str]]:
-    """(missing, unexpected, shape-mismatched) keys of ``state_dict`` for ``model``."""
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    mismatched = [
-        f'{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}'
-        for key, value in expected.items()
-        if key in state_dict and state_dict[key].shape != value.shape
-    ]
-    return missing, unexpected, mismatched
-
-
-def _short(keys: List[str], limit: int = 8) -> str:
-    shown = ', '.join(keys[:limit])
-    return shown + (f' ... (+{len(keys) - limit} more)'
-                    if len(keys) > limit else '')
-
-
 def check_loads(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
-                what: str, fresh: re.Pattern = _NOTHING) -> Dict[str, list]:
+                what: str, fresh: re.Pattern = NOTHING) -> Dict[str, list]:
     """Load into ``model``; raise a one-line error unless everything fits.
 
     Only missing keys matching ``fresh`` (what the target initialises itself)
@@ -193,33 +173,27 @@ def check_loads(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
     real ``load_state_dict`` (shapes are checked first: torch refuses them
     even when not strict).
     """
-    missing, unexpected, mismatched = compare_keys(model, state_dict)
-    bad_missing = [key for key in missing if not fresh.match(key)]
-    if not (bad_missing or unexpected or mismatched):
-        result = model.load_state_dict(state_dict, strict=False)
-        missing, unexpected = list(result.missing_keys), list(
-            result.unexpected_keys)
-        bad_missing = [key for key in missing if not fresh.match(key)]
-    if bad_missing or unexpected or mismatched:
-        parts = []
-        if bad_missing:
-            parts.append(f'{len(bad_missing)} missing: {_short(bad_missing)}')
-        if unexpected:
-            parts.append(f'{len(unexpected)} unexpected: {_short(unexpected)}')
-        if mismatched:
-            parts.append(f'{len(mismatched)} wrong shape: {_short(mismatched)}')
+    report = compare_keys(model.state_dict(), state_dict, fresh=fresh)
+    loaded = None
+    if report.fits:  # what the real load reports is what counts
+        loaded = model.load_state_dict(state_dict, strict=False)
+        report.missing = [key for key in loaded.missing_keys
+                          if not fresh.match(key)]
+        report.unexpected = list(loaded.unexpected_keys)
+    if not report.fits:
         raise CheckpointError(
-            f'weights do not match {what}: ' + '; '.join(parts) +
+            f'weights do not match {what}: ' + report.problems() +
             '. Export from a complete SparK checkpoint of this backbone '
             '(tools/export_backbone.py CKPT), or pass --prefix if its keys '
             'are not under "backbone."')
-    return dict(missing=missing, unexpected=unexpected)
+    return dict(missing=list(loaded.missing_keys),
+                unexpected=list(loaded.unexpected_keys))
 
 
 def _load_summary(counts: Dict[str, list]) -> str:
     missing = counts['missing']
-    listed = f' ({_short(missing)})' if missing else ''
-    return (f'{len(missing)} missing{listed}, {len(counts["unexpected"])} '
+    names = f' ({listed(missing)})' if missing else ''
+    return (f'{len(missing)} missing{names}, {len(counts["unexpected"])} '
             'unexpected keys')
 
 
@@ -270,7 +244,7 @@ def to_timm_convnext(state_dict: Mapping[str, torch.Tensor]
     (mmpretrain's per-stage output norms); unknown keys keep their name, so
     that the load check reports them.
     """
-    from .export_sources import CONVNEXT_TIMM
+    from .sources import CONVNEXT_TIMM
     renamed, left_out = OrderedDict(), []
     for key, value in state_dict.items():
         if CONVNEXT_STAGE_NORM.match(key):
@@ -363,18 +337,6 @@ def to_detectron2(state_dict: Mapping[str, torch.Tensor]) -> dict:
             'matching_heuristics': True}
 
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_path = f'{path}.tmp.{os.getpid()}'
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-    return path
-
-
 def _pickle_to(payload) -> Callable[[str], None]:
     def write(path: str):
         with open(path, 'wb') as f:
@@ -388,7 +350,7 @@ def _torch_save_to(payload) -> Callable[[str], None]:
 
 def save_detectron2(state_dict: Mapping[str, torch.Tensor], path: str) -> str:
     """Write :func:`to_detectron2`'s dict as a pickle, atomically."""
-    return _atomic_write(path, _pickle_to(to_detectron2(state_dict)))
+    return save_pickle_atomically(to_detectron2(state_dict), path)
 
 
 def expected_detectron2_names(depth: int) -> List[str]:
@@ -421,7 +383,7 @@ class Prepared:
     notes: List[str] = field(default_factory=list)
 
     def save(self, out_dir: str) -> str:
-        return _atomic_write(os.path.join(out_dir, self.filename), self.write)
+        return write_atomically(os.path.join(out_dir, self.filename), self.write)
 
 
 def prepare_mmdet(weights: Mapping[str, torch.Tensor],
@@ -433,7 +395,7 @@ def prepare_mmdet(weights: Mapping[str, torch.Tensor],
     counts = check_loads(model, weights, f'mmdet/mmpretrain '
                          f'{type(model).__name__}',
                          fresh=CONVNEXT_STAGE_NORM if is_convnext
-                         else _NOTHING)
+                         else NOTHING)
     payload = {'state_dict': OrderedDict(weights),
                'meta': dict(meta or {}, backbone=type(model).__name__)}
     return Prepared(
@@ -442,29 +404,36 @@ def prepare_mmdet(weights: Mapping[str, torch.Tensor],
         _torch_save_to(payload), _stage_norm_note(counts['missing']))
 
 
+def _prepare_convnext(fmt: str, weights: Mapping[str, torch.Tensor],
+                      rename: Callable, build: Callable, fresh: re.Pattern,
+                      fresh_note: str) -> Prepared:
+    """A ConvNeXt in ``fmt``'s naming (torchvision, timm), load-checked:
+    only the keys matching ``fresh`` may be missing; the per-stage output
+    norms, which these ConvNeXts lack, are left out and listed."""
+    renamed, left_out = rename(weights)
+    arch = convnext_arch(weights)
+    counts = check_loads(build(weights), renamed, f'{fmt} ConvNeXt', fresh=fresh)
+    notes = [fresh_note] if counts['missing'] else []
+    if left_out:
+        notes.append(f"{listed(left_out)} not written: {fmt}'s ConvNeXt has "
+                     'no per-stage output norms')
+    return Prepared(
+        fmt, f'backbone_{fmt}.pth',
+        f'[{fmt}] ConvNeXt(depths={tuple(arch["depths"])}, '
+        f'dims={tuple(arch["channels"])}): {_load_summary(counts)}',
+        _torch_save_to(renamed), notes)
+
+
 def prepare_torchvision(weights: Mapping[str, torch.Tensor]) -> Prepared:
     """A plain state dict for ``torchvision.models.resnetXX()`` or
     ``convnext_*()``."""
     import torchvision
     if backbone_kind(weights) == 'convnext':
-        renamed, left_out = to_torchvision_convnext(weights)
-        model = build_torchvision_convnext(weights)
-        arch = convnext_arch(weights)
-        counts = check_loads(model, renamed, 'torchvision ConvNeXt',
-                             fresh=re.compile(r'^classifier\.'))
-        notes = []
-        if counts['missing']:
-            notes.append('classifier.* absent: torchvision\'s classifier head '
-                         '(norm + linear), not used by model.features; '
-                         'initialised fresh')
-        if left_out:
-            notes.append(f'{_short(left_out)} not written: torchvision\'s '
-                         'ConvNeXt has no per-stage output norms')
-        return Prepared(
-            'torchvision', 'backbone_torchvision.pth',
-            f'[torchvision] ConvNeXt(depths={tuple(arch["depths"])}, '
-            f'dims={tuple(arch["channels"])}): {_load_summary(counts)}',
-            _torch_save_to(renamed), notes)
+        return _prepare_convnext(
+            'torchvision', weights, to_torchvision_convnext,
+            build_torchvision_convnext, fresh=re.compile(r'^classifier\.'),
+            fresh_note="classifier.* absent: torchvision's classifier head "
+            '(norm + linear), not used by model.features; initialised fresh')
     renamed = to_torchvision(weights)
     depth = resnet_depth(renamed)
     _require_depth(depth, 'torchvision')
@@ -493,24 +462,12 @@ def prepare_timm(weights: Mapping[str, torch.Tensor]) -> Prepared:
         return Prepared('timm', 'backbone_timm.pth',
                         f'[timm] resnet{depth}: {_load_summary(counts)}',
                         _torch_save_to(renamed))
-    renamed, left_out = to_timm_convnext(weights)
-    model = build_timm_convnext(weights)
-    arch = convnext_arch(weights)
-    counts = check_loads(model, renamed, 'timm ConvNeXt',
-                         fresh=re.compile(r'^head\.norm\.'))
-    notes = []
-    if any(key.startswith('head.norm.') for key in counts['missing']):
-        notes.append('head.norm absent: the norm of timm\'s classifier head, '
-                     'not used by the stage features (forward_features, '
-                     'features_only); initialised fresh (weight 1, bias 0)')
-    if left_out:
-        notes.append(f'{_short(left_out)} not written: timm\'s ConvNeXt has '
-                     'no per-stage output norms')
-    return Prepared(
-        'timm', 'backbone_timm.pth',
-        f'[timm] ConvNeXt(depths={tuple(arch["depths"])}, '
-        f'dims={tuple(arch["channels"])}): {_load_summary(counts)}',
-        _torch_save_to(renamed), notes)
+    return _prepare_convnext(
+        'timm', weights, to_timm_convnext, build_timm_convnext,
+        fresh=re.compile(r'^head\.norm\.'),
+        fresh_note="head.norm absent: the norm of timm's classifier head, not "
+        'used by the stage features (forward_features, features_only); '
+        'initialised fresh (weight 1, bias 0)')
 
 
 def prepare_detectron2(weights: Mapping[str, torch.Tensor]) -> Prepared:

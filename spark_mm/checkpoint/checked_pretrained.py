@@ -24,18 +24,13 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
-from ..engine.checkpoint_safety import load_checkpoint_safely
-from ..export import CheckpointError, state_dict_of
+from ..checkpoint.key_report import NOTHING, compare_keys, listed
+from ..checkpoint.loading import load_checkpoint_safely, state_dict_of
+from ..errors import CheckpointError
 from ..registry import WEIGHT_INITIALIZERS
 
 # per-stage output norms of mmpretrain's ConvNeXt that SparK does not pretrain
 CONVNEXT_STAGE_NORM = re.compile(r'^norm[0-3]\.(weight|bias)$')
-
-
-def _listed(keys, limit: int = 6) -> str:
-    keys = sorted(keys)
-    shown = ', '.join(keys[:limit])
-    return shown + (f' (+{len(keys) - limit} more)' if len(keys) > limit else '')
 
 
 def fresh_keys_allowed(module: nn.Module) -> re.Pattern:
@@ -44,7 +39,7 @@ def fresh_keys_allowed(module: nn.Module) -> re.Pattern:
     from mmpretrain.models import ConvNeXt
     if isinstance(module, ConvNeXt):
         return CONVNEXT_STAGE_NORM
-    return re.compile(r'(?!)')
+    return NOTHING
 
 
 def _read(checkpoint: str) -> Mapping:
@@ -95,30 +90,18 @@ class CheckedPretrained:
         expected = module.state_dict()
         # BN fills num_batches_tracked itself for checkpoints without it
         # (torchvision's ImageNet weights): not a weight that can be missing.
-        missing = {key for key in expected if key not in weights
-                   and not key.endswith('num_batches_tracked')}
-        fresh_pattern = fresh_keys_allowed(module)
-        fresh = {key for key in missing if fresh_pattern.match(key)}
-        missing -= fresh
-        unexpected = set(weights) - set(expected)
-        reshaped = {
-            f'{key} {tuple(weights[key].shape)} vs {tuple(expected[key].shape)}'
-            for key in set(weights) & set(expected)
-            if tuple(weights[key].shape) != tuple(expected[key].shape)}
+        report = compare_keys(expected, weights, fresh=fresh_keys_allowed(module),
+                              optional=re.compile(r'num_batches_tracked$'))
         name = type(module).__name__
-        if missing or reshaped:
-            problems = []
-            if missing:
-                problems.append(f'{len(missing)} missing: {_listed(missing)}')
-            if reshaped:
-                problems.append(f'{len(reshaped)} of another shape: '
-                                f'{_listed(reshaped)}')
+        if report.missing or report.reshaped:
             raise CheckpointError(
                 f'backbone weights {self.checkpoint!r} (prefix '
-                f'{self.prefix!r}) do not fit {name}: ' + '; '.join(problems) +
+                f'{self.prefix!r}) do not fit {name}: '
+                + report.problems(unexpected=False, limit=6) +
                 '; use the backbone the weights were trained with (SparK '
                 'ResNet is a plain ResNet: type=ResNet, not ResNetV1c) and '
                 "prefix='backbone.' for a full pretraining checkpoint")
+        fresh, unexpected = report.fresh, report.unexpected
         module.load_state_dict(
             {key: value for key, value in weights.items() if key in expected},
             strict=False)
@@ -137,11 +120,11 @@ class CheckedPretrained:
         logger.info(
             f'CheckedPretrained: {name} loaded from {self.checkpoint} (prefix '
             f'{self.prefix!r}): {loaded} of {len(expected)} tensors, 0 missing'
-            + (f', {len(unexpected)} unused: {_listed(unexpected)}'
+            + (f', {len(unexpected)} unused: {listed(unexpected, 6)}'
                if unexpected else ', 0 unused'))
         if fresh:
             logger.info(
-                f'CheckedPretrained: {_listed(fresh, limit=8)} not in the '
+                f'CheckedPretrained: {listed(fresh, limit=8)} not in the '
                 'checkpoint, initialised fresh (weight 1, bias 0): the '
                 'per-stage output LayerNorms of ConvNeXt, which SparK '
                 'pretraining does not train (its encoder feeds raw stage '

@@ -7,10 +7,7 @@ from typing import Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from .export import CheckpointError
-
-# what a wrong path, size or checkpoint raises: one line, not a traceback
-INPUT_ERRORS = (FileNotFoundError, ValueError, CheckpointError)
+from spark_mm.errors import one_line_message
 
 
 def add_mask_arguments(parser: argparse.ArgumentParser, size_help: str) -> None:
@@ -41,8 +38,12 @@ def input_size(model, size: Optional[Sequence[int]]) -> Tuple[int, int]:
 
 @contextmanager
 def input_errors_exit():
-    """Turn :data:`INPUT_ERRORS` raised inside into ``sys.exit('error: ...')``."""
+    """Turn the user's input errors raised inside into ``sys.exit('error: ...')``
+    (:func:`spark_mm.errors.one_line_message`); bugs keep their traceback."""
     try:
         yield
-    except INPUT_ERRORS as error:
-        sys.exit(f'error: {error}')
+    except Exception as error:
+        message = one_line_message(error)
+        if message is None:
+            raise
+        sys.exit(f'error: {message}')

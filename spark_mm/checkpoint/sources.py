@@ -21,7 +21,7 @@ What is recognised (autodetected, or named with ``source``):
 
 Whatever the source, the result is the backbone in one canonical naming:
 torchvision's for ResNet (the same in timm, mmdet and mmpretrain), mmpretrain's
-for ConvNeXt. :mod:`spark_mm.export_formats` goes on from there.
+for ConvNeXt. :mod:`spark_mm.checkpoint.formats` goes on from there.
 """
 import re
 from collections import OrderedDict
@@ -30,7 +30,8 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .export import CheckpointError, load_checkpoint_file
+from ..errors import CheckpointError
+from .loading import load_checkpoint_safely
 
 SOURCES = ('official-resnet', 'official-convnext', 'mmpretrain-spark',
            'spark_mm')
@@ -270,7 +271,7 @@ def read_backbone(checkpoint: Union[str, Mapping], source: str = 'auto',
     """
     path = checkpoint if isinstance(checkpoint, str) else 'the checkpoint'
     if isinstance(checkpoint, str):
-        checkpoint = load_checkpoint_file(checkpoint)
+        checkpoint = load_checkpoint_safely(checkpoint)
     weights, aside = unwrap(checkpoint)
     if prefix is None:
         prefix = _find_prefix(weights)

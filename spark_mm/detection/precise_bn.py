@@ -15,11 +15,13 @@ import itertools
 from typing import Optional
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmdet.registry import HOOKS
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..errors import SparKInputError
 
 
 def _validates_after(loop, done: int) -> bool:
@@ -92,7 +94,7 @@ class PreciseBNBeforeValHook(Hook):
 
     def __init__(self, num_iters: int = 200) -> None:
         if num_iters <= 0:
-            raise ValueError(f'num_iters must be positive, got {num_iters}')
+            raise SparKInputError(f'num_iters must be positive, got {num_iters}')
         self.num_iters = num_iters
 
     def _run(self, runner, batches) -> None:

@@ -14,8 +14,8 @@ from typing import NamedTuple, Tuple
 import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from .context import SparseContext
-from .layers import _rows_view, _scatter_rows
+from ..sparse.context import SparseContext
+from .visible_rows import rows_view, scatter_rows
 
 
 class _VisibleRows(NamedTuple):
@@ -77,7 +77,7 @@ class CompactSavedMaps:
     def _compact(self, t: torch.Tensor):
         height, width = t.shape[-2:]
         index = self.context.visible_rows(height, width)
-        flat = _rows_view(t.detach())
+        flat = rows_view(t.detach())
         rows = flat.index_select(0, index)
         # Exactly zero at the masked positions <=> no more non-zeros than the
         # visible rows hold (NaN and inf count as non-zero).
@@ -89,4 +89,4 @@ class CompactSavedMaps:
     def unpack(packed):
         if isinstance(packed, torch.Tensor):
             return packed
-        return _scatter_rows(packed.rows, packed.index, packed.shape)  # channels_last
+        return scatter_rows(packed.rows, packed.index, packed.shape)  # channels_last

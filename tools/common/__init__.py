@@ -1,0 +1,1 @@
+"""Command-line pieces the scripts in tools/ share (not part of the library)."""
