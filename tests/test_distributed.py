@@ -67,12 +67,18 @@ class PresetMasks(RandomPatchMasker):
         return self.active_b1hw.to(device)
 
 
-def sparse_bn(sync: bool):
+def bn_with_test_affine(sync: bool) -> nn.Module:
+    """SyncBN or BN in float64 with the test's affine parameters."""
     bn = (nn.SyncBatchNorm(6) if sync else nn.BatchNorm2d(6)).double()
     _, _, _, weight, bias = bn_data()
     with torch.no_grad():
         bn.weight.copy_(weight)
         bn.bias.copy_(bias)
+    return bn
+
+
+def sparse_bn(sync: bool):
+    bn = bn_with_test_affine(sync)
     context = SparseContext()
     sparsify(bn, context, name='bn')
     return bn, context
@@ -99,11 +105,7 @@ def run_bn(bn, context, x, active, grad_out, steps=2, channels_last=False):
 def dense_bn(sync: bool):
     """torch's SyncBatchNorm made CPU-capable (CPUSyncBatchNorm), or plain BN."""
     from spark_mm.engine.cpu_sync_bn import convert_sync_batchnorm_for_cpu
-    bn = (nn.SyncBatchNorm(6) if sync else nn.BatchNorm2d(6)).double()
-    _, _, _, weight, bias = bn_data()
-    with torch.no_grad():
-        bn.weight.copy_(weight)
-        bn.bias.copy_(bias)
+    bn = bn_with_test_affine(sync)
     if sync:
         assert convert_sync_batchnorm_for_cpu(bn) == 1
     return bn
