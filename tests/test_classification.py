@@ -651,19 +651,23 @@ def chain(tmp_path_factory):
                 checkpoint=tmp / 'pretrain' / 'epoch_1.pth')
 
 
-def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
-    tmp, work = chain['tmp'], chain['tmp'] / 'finetune'
-    epochs = 3
+def train_from_chain(chain, config, work, epochs, options):
+    """tools/train.py on the chain's labelled folder, evaluated at the end."""
     run_tool([
         os.path.join(ROOT, 'tools', 'train.py'),
-        os.path.join(CONFIGS, 'demo_r18_finetune.py'), '--work-dir', str(work),
-        '--cfg-options', *demo_roots(chain['folder']),
-        f'model.backbone.init_cfg.checkpoint={chain["export"]}',
+        os.path.join(CONFIGS, config), '--work-dir', str(work),
+        '--cfg-options', *demo_roots(chain['folder']), *options,
         f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-        f'param_scheduler.0.end={epochs}',
         f'default_hooks.checkpoint.interval={epochs}'
     ] + loader_options('train_dataloader') + loader_options('val_dataloader'),
-        cwd=tmp)
+        cwd=chain['tmp'])
+
+
+def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
+    work, epochs = chain['tmp'] / 'finetune', 3
+    train_from_chain(chain, 'demo_r18_finetune.py', work, epochs, [
+        f'model.backbone.init_cfg.checkpoint={chain["export"]}',
+        f'param_scheduler.0.end={epochs}'])
     accuracy = last_accuracy(str(work))
     assert accuracy > 50, accuracy  # 4 balanced classes: chance is 25
     export = torch.load(chain['export'])['state_dict']
@@ -675,19 +679,11 @@ def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
 
 
 def test_chain_linear_probe_from_the_pretraining_checkpoint(chain):
-    tmp, work = chain['tmp'], chain['tmp'] / 'linear'
-    epochs = 2
-    run_tool([
-        os.path.join(ROOT, 'tools', 'train.py'),
-        os.path.join(CONFIGS, 'demo_r18_linear.py'), '--work-dir', str(work),
-        '--cfg-options', *demo_roots(chain['folder']),
+    work, epochs = chain['tmp'] / 'linear', 2
+    train_from_chain(chain, 'demo_r18_linear.py', work, epochs, [
         f'model.backbone.init_cfg.checkpoint={chain["checkpoint"]}',
         'model.backbone.init_cfg.prefix=backbone.',
-        f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-        'param_scheduler.0.milestones=[1]',
-        f'default_hooks.checkpoint.interval={epochs}'
-    ] + loader_options('train_dataloader') + loader_options('val_dataloader'),
-        cwd=tmp)
+        'param_scheduler.0.milestones=[1]'])
     assert last_accuracy(str(work)) > 50
     # the backbone is frozen, BN statistics included: it is the SparK one
     export = torch.load(chain['export'])['state_dict']

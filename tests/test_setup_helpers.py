@@ -305,32 +305,42 @@ def _fake_nvcc(path, release):
            f'echo "Cuda compilation tools, release {release}, V{release}.88"\n', 0o755)
 
 
-def test_find_cuda_toolkit_cuda13_layout(tmp_path):
-    # CUDA 13 wheels: one tree nvidia/cu13 (nvcc, headers, libs); other packages beside it
-    site = str(tmp_path)
-    _fake_nvcc(f'{site}/nvidia/cu13/bin/nvcc', '13.0')
-    _touch(f'{site}/nvidia/cu13/include/cuda_runtime.h')
-    _touch(f'{site}/nvidia/cu13/lib/libcudart.so.13')
-    _touch(f'{site}/nvidia/cudnn/include/cudnn.h')
-    _touch(f'{site}/nvidia/cudnn/lib/libcudnn.so.9')
-    home, includes, libs = helpers.find_cuda_toolkit([site])
-    assert home == f'{site}/nvidia/cu13'
-    assert includes == [f'{site}/nvidia/cudnn/include']  # CUDA_HOME/include: torch adds it
-    assert libs == [f'{site}/nvidia/cu13/lib', f'{site}/nvidia/cudnn/lib']
-
-
-def test_find_cuda_toolkit_cuda12_layout(tmp_path):
+CUDA_WHEEL_LAYOUTS = {
+    # CUDA 13 wheels: one tree nvidia/cu13 (nvcc, headers, libs); other
+    # packages beside it; CUDA_HOME/include is added by torch itself
+    'cuda13': dict(
+        nvcc=('nvidia/cu13/bin/nvcc', '13.0'),
+        files=['nvidia/cu13/include/cuda_runtime.h', 'nvidia/cu13/lib/libcudart.so.13',
+               'nvidia/cudnn/include/cudnn.h', 'nvidia/cudnn/lib/libcudnn.so.9'],
+        home='nvidia/cu13', includes=['nvidia/cudnn/include'],
+        libs=['nvidia/cu13/lib', 'nvidia/cudnn/lib']),
     # CUDA 12 wheels: a folder per package; the runtime headers are not beside nvcc
-    site = str(tmp_path)
-    _fake_nvcc(f'{site}/nvidia/cuda_nvcc/bin/nvcc', '12.8')
-    _touch(f'{site}/nvidia/cuda_nvcc/include/crt/host_config.h')
-    _touch(f'{site}/nvidia/cuda_runtime/include/cuda_runtime.h')
-    _touch(f'{site}/nvidia/cuda_runtime/lib/libcudart.so.12')
-    _touch(f'{site}/nvidia/cublas/include/cublas_v2.h')
+    'cuda12': dict(
+        nvcc=('nvidia/cuda_nvcc/bin/nvcc', '12.8'),
+        files=['nvidia/cuda_nvcc/include/crt/host_config.h',
+               'nvidia/cuda_runtime/include/cuda_runtime.h',
+               'nvidia/cuda_runtime/lib/libcudart.so.12',
+               'nvidia/cublas/include/cublas_v2.h'],
+        home='nvidia/cuda_nvcc',
+        includes=['nvidia/cublas/include', 'nvidia/cuda_runtime/include'],
+        libs=['nvidia/cuda_runtime/lib']),
+}
+
+
+@pytest.mark.parametrize('layout', sorted(CUDA_WHEEL_LAYOUTS))
+def test_find_cuda_toolkit_wheel_layouts(tmp_path, layout):
+    spec, site = CUDA_WHEEL_LAYOUTS[layout], str(tmp_path)
+    nvcc, release = spec['nvcc']
+    _fake_nvcc(f'{site}/{nvcc}', release)
+    for name in spec['files']:
+        _touch(f'{site}/{name}')
     home, includes, libs = helpers.find_cuda_toolkit([site])
-    assert home == f'{site}/nvidia/cuda_nvcc'
-    assert includes == [f'{site}/nvidia/cublas/include', f'{site}/nvidia/cuda_runtime/include']
-    assert libs == [f'{site}/nvidia/cuda_runtime/lib']
+    assert home == f'{site}/{spec["home"]}'
+    assert includes == [f'{site}/{name}' for name in spec['includes']]
+    assert libs == [f'{site}/{name}' for name in spec['libs']]
+
+
+def test_find_cuda_toolkit_without_one(tmp_path):
     assert helpers.find_cuda_toolkit([str(tmp_path / 'empty')]) == (None, [], [])
 
 
