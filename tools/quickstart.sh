@@ -3,10 +3,5 @@
 # pretraining of a ResNet-18 on the demo images. Extra arguments go to tools/train.py,
 # e.g. `bash tools/quickstart.sh --cfg-options train_cfg.max_iters=20`.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${SPARK_MM_VENV:-$ROOT/.venv}"
-case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
-export SPARK_MM_VENV="$VENV"
-cd "$ROOT"
-bash tools/setup_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common/set_up.sh"
 exec "$VENV/bin/python" tools/train.py configs/spark/demo_r18.py --work-dir work_dirs/demo_r18 "$@"
