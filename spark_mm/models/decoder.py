@@ -3,6 +3,7 @@ from typing import List, Optional, Union
 
 import torch
 import torch.nn as nn
+from mmengine.model import BaseModule
 
 from ..errors import SparKInputError
 from ..registry import MODELS
@@ -53,8 +54,18 @@ class UpsampleBlock(nn.Module):
         return self.norm2(self.conv2(x))
 
 
+# As the official SparK decoder: transposed convolutions Kaiming normal
+# (fan_out, ReLU), convolutions trunc_normal(std .02), biases 0, norms 1 / 0.
+OFFICIAL_DECODER_INIT = [
+    dict(type='Kaiming', layer='ConvTranspose2d', mode='fan_out',
+         nonlinearity='relu', distribution='normal', bias=0),
+    dict(type='TruncNormal', layer='Conv2d', std=0.02, bias=0),
+    dict(type='Constant', layer=['_BatchNorm', 'LayerNorm'], val=1, bias=0),
+]
+
+
 @MODELS.register_module()
-class LightUNetDecoder(nn.Module):
+class LightUNetDecoder(BaseModule):
     """Decoder of widths ``width, width/2, ...``, one block per factor of 2.
 
     Args:
@@ -65,12 +76,15 @@ class LightUNetDecoder(nn.Module):
         fused_upsample: each block's ``fused`` (``True``, ``False`` or
             ``'auto'``, see :class:`UpsampleBlock`); parameters and state_dict
             do not depend on it.
+        init_cfg: mmengine initialisers; by default the official decoder's
+            (:data:`OFFICIAL_DECODER_INIT`).
     """
 
     def __init__(self, width: int = 768, upsample_ratio: int = 32,
                  out_channels: int = 3, norm_cfg: dict = dict(type='BN'),
-                 fused_upsample: Union[bool, str] = 'auto'):
-        super().__init__()
+                 fused_upsample: Union[bool, str] = 'auto',
+                 init_cfg: Optional[List[dict]] = OFFICIAL_DECODER_INIT):
+        super().__init__(init_cfg=init_cfg)
         num_blocks = upsample_ratio.bit_length() - 1
         if 2 ** num_blocks != upsample_ratio:
             raise SparKInputError(f'upsample_ratio={upsample_ratio} is not a power of 2')
@@ -82,24 +96,6 @@ class LightUNetDecoder(nn.Module):
             UpsampleBlock(cin, cout, norm_cfg, fused=fused_upsample)
             for cin, cout in zip(self.widths[:-1], self.widths[1:]))
         self.predict = nn.Conv2d(self.widths[-1], out_channels, 1)
-
-    def init_weights(self):
-        # As the official SparK decoder: convolutions trunc_normal(std .02),
-        # transposed convolutions Kaiming normal (fan_out, ReLU), biases 0,
-        # norms weight 1 and bias 0.
-        for module in self.modules():
-            if isinstance(module, nn.ConvTranspose2d):
-                nn.init.kaiming_normal_(module.weight, mode='fan_out',
-                                        nonlinearity='relu')
-            elif isinstance(module, nn.Conv2d):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-            elif isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm)):
-                if module.weight is not None:
-                    nn.init.ones_(module.weight)
-            else:
-                continue
-            if getattr(module, 'bias', None) is not None:
-                nn.init.zeros_(module.bias)
 
     def forward(self, dense: List[Optional[torch.Tensor]]) -> torch.Tensor:
         """``dense[i]``: map of stride ``upsample_ratio / 2**i`` (None = not fed)."""
