@@ -722,6 +722,34 @@ def test_chain_knn_accuracy_from_the_backbone_export(chain):
             f'custom_hooks.0.dataloader.dataset.root={chain["folder"]}'])
 
 
+def test_dist_test_sh_on_cpu_equals_one_process(chain):
+    """tools/dist_test.sh with 2 gloo ranks (no GPU): the kNN bank is gathered
+    from both ranks, the predictions of both are collected, and the accuracy
+    equals the single-process run's on the same export."""
+    options = ['--cfg-options', f'test_dataloader.dataset.root={chain["folder"]}',
+               f'custom_hooks.0.dataloader.dataset.root={chain["folder"]}']
+    accuracies = []
+    for name, command in (
+            ('single', [sys.executable, os.path.join(ROOT, 'tools', 'test.py')]),
+            ('two_ranks', ['bash', os.path.join(ROOT, 'tools', 'dist_test.sh')])):
+        config = os.path.join(CONFIGS, 'demo_r18_knn.py')
+        args = [config, str(chain['export'])]
+        if name == 'two_ranks':
+            args.append('2')
+        env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29613')
+        result = subprocess.run(
+            command + args + ['--work-dir', str(chain['tmp'] / f'knn_{name}')] + options,
+            cwd=chain['tmp'], env=env, capture_output=True, text=True, timeout=600)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        found = re.findall(r'metrics: accuracy/top1=([\d.]+)', output)
+        assert len(found) == 1, output[-3000:]  # printed by rank 0 only
+        accuracies.append(float(found[0]))
+        if name == 'two_ranks':
+            assert 'kNN bank: 64 images, 4 classes' in output
+    assert accuracies[0] == accuracies[1] and accuracies[0] > 50, accuracies
+
+
 def test_chain_amp_runs_and_a_nan_stops_with_one_line(chain):
     """--amp (bf16 autocast on CPU) trains a step; an lr that blows the
     weights up ends in NanGuardHook's one-line error, nothing saved."""

@@ -20,7 +20,7 @@ from spark_mm.checkpoint.loading import allow_mmengine_checkpoints  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
 from tools.common.run_config import (load_tool_config,  # noqa: E402
-                                     parse_tool_args)
+                                     parse_tool_args, start_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -39,6 +39,9 @@ def parse_args(argv=None):
 def build_config(args) -> Config:
     cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
+    if cfg.launcher != 'none':  # each rank evaluates its share: no DDP needed
+        cfg.model_wrapper_cfg = dict(
+            type='spark_mm.engine.distributed.DistributedEvalWrapper')
     return cfg
 
 
@@ -59,6 +62,7 @@ def main(argv=None):
 def run_test(args):
     cfg = build_config(args)
     require_mmcv_cuda_ops(cfg)  # CPU-only mmcv ops on a GPU: one line, exit 1
+    start_cpu_distributed(cfg)  # dist_test.sh without a GPU: gloo
     runner = Runner.from_cfg(cfg)
     if args.out is not None:
         if cfg.get('default_scope') == 'mmdet':

@@ -26,12 +26,11 @@ import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.checkpoint.loading import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
 from spark_mm.datasets import check_data_roots  # noqa: E402
-from spark_mm.engine.distributed import init_cpu_distributed  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.engine.reliability import use_reliability_hooks  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
 from tools.common.run_config import (enable_amp, load_tool_config,  # noqa: E402
-                                     parse_tool_args)
+                                     parse_tool_args, start_cpu_distributed)
 
 
 def parse_args():
@@ -74,12 +73,6 @@ def build_config(args) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    if (not torch.cuda.is_available() and args.launcher != 'none'
-            and cfg.get('model_wrapper_cfg') is None):
-        cfg.model_wrapper_cfg = dict(
-            type='spark_mm.engine.CPUDistributedDataParallel',
-            broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
     use_reliability_hooks(cfg)
     return cfg
 
@@ -97,9 +90,7 @@ def check_checkpoint_to_load(runner):
 
 def train(cfg):
     check_data_roots(cfg)
-    if cfg.launcher != 'none' and not torch.cuda.is_available():
-        init_cpu_distributed(cfg.launcher,
-                             **cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    start_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)

@@ -71,3 +71,28 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
                 raise SparKInputError(
                     f'{type(layer).__name__} cannot run on CPU; convert it '
                     'with convert_sync_batchnorm_for_cpu')
+
+
+@MODEL_WRAPPERS.register_module()
+class DistributedEvalWrapper(nn.Module):
+    """The model as it is, for distributed evaluation (``tools/test.py``).
+
+    Evaluation synchronises nothing but the results, which mmengine's
+    evaluator collects itself, so the DDP machinery is not needed; torch's
+    DDP even refuses a model without trainable parameters (a kNN classifier
+    on a frozen backbone). CPU and GPU alike.
+    """
+
+    def __init__(self, module: nn.Module, **kwargs):
+        super().__init__()
+        self.module = module
+
+    def val_step(self, data):
+        return self.module.val_step(data)
+
+    def test_step(self, data):
+        return self.module.test_step(data)
+
+    def train_step(self, data, optim_wrapper):
+        raise RuntimeError('DistributedEvalWrapper is for evaluation only; '
+                           'training needs CPUDistributedDataParallel / DDP')

@@ -8,6 +8,7 @@ from mmengine.logging import print_log
 
 from spark_mm.datasets import set_data_root, use_annotation_classes
 from spark_mm.engine.config_loading import revert_sync_bn_in_config
+from spark_mm.engine.distributed import init_cpu_distributed
 
 
 def enable_amp(cfg: Config):
@@ -56,7 +57,7 @@ def load_tool_config(args) -> Config:
     ``work_dir`` is ``args.work_dir``, else the config's, else
     ``./work_dirs/<config file name>``. A single-process run (launcher
     ``none``) turns SyncBN into BN and logs how many places changed; without
-    CUDA, distributed runs use the gloo backend.
+    CUDA, distributed runs use the gloo backend and CPU-capable DDP.
     """
     # data_root is folded into the dataset paths when the config is read, so
     # `--cfg-options data_root=X` is applied to all of them like --data-root.
@@ -81,4 +82,18 @@ def load_tool_config(args) -> Config:
                       'places of the config', logger='current')
     if not torch.cuda.is_available():
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        if args.launcher != 'none' and cfg.get('model_wrapper_cfg') is None:
+            # mmengine hands device_ids to DDP, which CPU modules refuse
+            cfg.model_wrapper_cfg = dict(
+                type='spark_mm.engine.CPUDistributedDataParallel',
+                broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters', False))
     return cfg
+
+
+def start_cpu_distributed(cfg: Config) -> None:
+    """Without CUDA, start the gloo process group of a launched run ourselves
+    (mmengine's init_dist would call torch.cuda.set_device)."""
+    if cfg.launcher != 'none' and not torch.cuda.is_available():
+        init_cpu_distributed(cfg.launcher,
+                             **cfg.get('env_cfg', {}).get('dist_cfg', {}))
