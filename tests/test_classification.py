@@ -435,7 +435,8 @@ def test_linear_probe_and_knn_configs_follow_their_protocols():
                        ('convnext_s_knn.py', 'ConvNeXt')):
         cfg = load(name)
         assert (cfg.model.k, cfg.model.temperature) == (20, 0.07)
-        hook, = cfg.custom_hooks
+        hook = cfg.custom_hooks[0]  # first: custom_hooks.0.dataloader...
+        assert hook.type == 'KNNBankHook'
         assert hook.dataloader.dataset.split == 'train'
         assert cfg.test_dataloader.dataset.split == 'val'
         with DefaultScope.overwrite_default_scope('spark_mm'):

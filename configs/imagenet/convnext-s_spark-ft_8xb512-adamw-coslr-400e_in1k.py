@@ -7,9 +7,9 @@
 # SoftTargetCrossEntropy, BatchMixup with label smoothing 0.1),
 # models/__init__.py convnext_get_layer_id_and_scale_exp (layer ids),
 # data.py (augmentation, repeated augmentation sampler).
-_base_ = ['_base_/finetune_runtime.py', '_base_/imagenet_finetune.py']
+# _base_/spark_finetune.py: data, batch 4096, validation intervals, EMA.
+_base_ = ['_base_/spark_finetune.py']
 
-global_batch_size = 4096
 max_epochs = 400
 warmup_epochs = 20
 base_lr = 2e-4
@@ -42,7 +42,7 @@ train_dataloader = dict(
 optim_wrapper = dict(
     type='OptimWrapper',
     # timm AdamW: betas (0.9, 0.999), eps 1e-8
-    optimizer=dict(type='AdamW', lr=base_lr * global_batch_size / 256,
+    optimizer=dict(type='AdamW', lr=base_lr * 4096 / 256,
                    weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8),
     # mmpretrain's ConvNeXt layer ids are the official ones (12 layers for
     # 27-block stage 3: downsample 0 / 1-3, stages 1, 2, 3 + b // 3, 12, head
@@ -55,13 +55,5 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
          begin=0, end=max_epochs, convert_to_iter_based=True)]
-
-# main.py ep_eval: validate every 5 epochs in the first third, then every epoch
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=5,
+train_cfg = dict(max_epochs=max_epochs,
                  dynamic_intervals=[(max_epochs // 3, 1)])
-auto_scale_lr = dict(base_batch_size=global_batch_size, enable=False)
-
-custom_hooks = [
-    dict(type='NanGuardHook'), dict(type='StepSeedHook'),
-    dict(type='EMAHook', momentum=1 - 0.9999, update_buffers=True,
-         priority='ABOVE_NORMAL')]

@@ -14,8 +14,6 @@ input_size = 64
 batch_size = 16
 max_epochs = 6
 warmup_epochs = 1
-bgr_mean = [103.53, 116.28, 123.675]
-bgr_std = [57.375, 57.12, 58.395]
 
 demo_train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -25,8 +23,8 @@ demo_train_pipeline = [
     dict(type='NumpyToPIL', to_rgb=True),
     dict(type='torchvision/TrivialAugmentWide', interpolation='bicubic'),
     dict(type='PILToNumpy', to_bgr=True),
-    dict(type='PixelRandomErasing', mean=bgr_mean, std=bgr_std,
-         erase_prob=0.25),
+    dict(type='PixelRandomErasing', mean={{_base_.bgr_mean}},
+         std={{_base_.bgr_std}}, erase_prob=0.25),
     dict(type='PackInputs'),
 ]
 demo_val_pipeline = [

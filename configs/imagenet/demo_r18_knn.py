@@ -18,8 +18,10 @@ test_dataloader = dict(
     dataset=dict(_delete_=True, type='SparkDemoLabelledImages', root=data_root,
                  split='val', pipeline=demo_pipeline))
 test_evaluator = dict(type='Accuracy', topk=(1, ))
-custom_hooks = [dict(type='KNNBankHook', dataloader=dict(
-    batch_size=16, num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
-    dataset=dict(type='SparkDemoLabelledImages', root=data_root,
-                 split='train', pipeline=demo_pipeline)))]
+custom_hooks = [
+    dict(type='KNNBankHook', dataloader=dict(
+        batch_size=16, num_workers=0,
+        sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
+        dataset=dict(type='SparkDemoLabelledImages', root=data_root,
+                     split='train', pipeline=demo_pipeline))),
+    dict(type='NanGuardHook'), dict(type='StepSeedHook')]  # as the base's

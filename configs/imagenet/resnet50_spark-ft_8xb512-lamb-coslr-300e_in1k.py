@@ -9,9 +9,9 @@
 # see _base_/imagenet_finetune.py).
 # Weights: the backbone of a SparK pretraining, exported (backbone.pth) or
 # straight from its checkpoint with init_cfg.prefix='backbone.'.
-_base_ = ['_base_/finetune_runtime.py', '_base_/imagenet_finetune.py']
+# _base_/spark_finetune.py: data, batch 4096, validation intervals, EMA.
+_base_ = ['_base_/spark_finetune.py']
 
-global_batch_size = 4096
 max_epochs = 300
 warmup_epochs = 5
 base_lr = 0.002
@@ -50,7 +50,7 @@ optim_wrapper = dict(
     type='OptimWrapper',
     # timm Lamb(max_grad_norm=1e7, always_adapt=True, bias_correction=False),
     # default betas (0.9, 0.999), eps 1e-6; no gradient clipping (clip -1)
-    optimizer=dict(type='Lamb', lr=base_lr * global_batch_size / 256,
+    optimizer=dict(type='Lamb', lr=base_lr * 4096 / 256,
                    weight_decay=0.02, betas=(0.9, 0.999), eps=1e-6,
                    bias_correction=False, always_adapt=True,
                    max_grad_norm=1e7),
@@ -64,16 +64,5 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
          begin=0, end=max_epochs, convert_to_iter_based=True)]
-
-# main.py ep_eval: validate every 5 epochs in the first third, then every epoch
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=5,
+train_cfg = dict(max_epochs=max_epochs,
                  dynamic_intervals=[(max_epochs // 3, 1)])
-auto_scale_lr = dict(base_batch_size=global_batch_size, enable=False)
-
-# timm ModelEmaV2(decay=0.9999) updated after every step, buffers included;
-# mmengine validates and saves the EMA weights (official: reports
-# max(model, EMA) accuracy).
-custom_hooks = [
-    dict(type='NanGuardHook'), dict(type='StepSeedHook'),
-    dict(type='EMAHook', momentum=1 - 0.9999, update_buffers=True,
-         priority='ABOVE_NORMAL')]

@@ -27,11 +27,16 @@ test_dataloader = dict(
     dataset=dict(type='ImageNet', data_root='data/imagenet', split='val',
                  pipeline=knn_pipeline))
 test_evaluator = dict(type='Accuracy', topk=(1, 5))
-custom_hooks = [dict(type='KNNBankHook', dataloader=dict(
-    batch_size=128, num_workers=8,
-    sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
-    dataset=dict(type='ImageNet', data_root='data/imagenet', split='train',
-                 pipeline=knn_pipeline)))]
+# The list replaces the runtime's: its safety hooks are stated again (they act
+# on training only, so a test run never calls them; kept so that every config
+# states the same hooks).
+custom_hooks = [
+    dict(type='KNNBankHook', dataloader=dict(
+        batch_size=128, num_workers=8,
+        sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
+        dataset=dict(type='ImageNet', data_root='data/imagenet', split='train',
+                     pipeline=knn_pipeline))),
+    dict(type='NanGuardHook'), dict(type='StepSeedHook')]
 # nothing to train or validate
 train_dataloader = None
 train_cfg = None

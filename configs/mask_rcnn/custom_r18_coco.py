@@ -49,23 +49,16 @@ test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                     'scale_factor'))
 ]
+# mmdet's COCO paths (ann_file, data_prefix) under this data_root
 batch_size = 4
 train_dataloader = dict(
     batch_size=batch_size,
     num_workers=2,
-    dataset=dict(
-        data_root=data_root,
-        ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'),
-        pipeline=train_pipeline))
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=4,
     num_workers=2,
-    dataset=dict(
-        data_root=data_root,
-        ann_file='annotations/instances_val2017.json',
-        data_prefix=dict(img='val2017/'),
-        pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
@@ -83,7 +76,9 @@ param_scheduler = [
 # rescales it to GPUs x batch.
 optim_wrapper = dict(optimizer=dict(lr=2.5e-4 * batch_size / 16))
 auto_scale_lr = dict(enable=False, base_batch_size=batch_size)
-custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=50)]
+custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=50),
+                dict(type='spark_mm.NanGuardHook'),
+                dict(type='spark_mm.StepSeedHook')]
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=2000, max_keep_ckpts=1))

@@ -61,7 +61,9 @@ param_scheduler = [
          milestones=[int(max_iters * 0.75), int(max_iters * 0.9)], gamma=0.25)
 ]
 optim_wrapper = dict(optimizer=dict(lr=6e-4))
-custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=12)]
+custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=12),
+                dict(type='spark_mm.NanGuardHook'),
+                dict(type='spark_mm.StepSeedHook')]
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=50, max_keep_ckpts=1))

@@ -58,24 +58,17 @@ test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                     'scale_factor'))
 ]
+# mmdet's COCO paths (ann_file, data_prefix) under this data_root
 train_dataloader = dict(
     batch_size=4,
     num_workers=2,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=dict(classes=classes),
-        ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'),
-        pipeline=train_pipeline))
+    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
+                 pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=4,
     num_workers=2,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=dict(classes=classes),
-        ann_file='annotations/instances_val2017.json',
-        data_prefix=dict(img='val2017/'),
-        pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
+                 pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
@@ -91,7 +84,9 @@ param_scheduler = [
 ]
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 auto_scale_lr = dict(enable=False)
-custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=4)]
+custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=4),
+                dict(type='spark_mm.NanGuardHook'),
+                dict(type='spark_mm.StepSeedHook')]
 default_hooks = dict(
     logger=dict(interval=5),
     checkpoint=dict(interval=max_iters, max_keep_ckpts=1))

@@ -39,3 +39,8 @@ optim_wrapper = dict(
     },
     optimizer=dict(lr=2e-4, weight_decay=0.05))
 auto_scale_lr = dict(enable=True, base_batch_size=16)
+
+# The safety hooks every config states (configs/spark/_base_/spark_runtime.py)
+default_hooks = dict(checkpoint=dict(type='spark_mm.AtomicCheckpointHook'))
+custom_hooks = [dict(type='spark_mm.NanGuardHook'),
+                dict(type='spark_mm.StepSeedHook')]

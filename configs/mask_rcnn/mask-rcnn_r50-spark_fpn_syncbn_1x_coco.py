@@ -76,10 +76,19 @@ optim_wrapper = dict(
     paramwise_cfg=dict(decay_rate=0.6, norm_decay_mult=0.0))
 auto_scale_lr = dict(enable=True, base_batch_size=16)
 
-# Precise BN (Detectron2's 200 batches) right before every evaluation.
-custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=200)]
+# Precise BN (Detectron2's 200 batches) right before every evaluation; then
+# the safety hooks of every spark_mm config: stop at the first NaN/inf loss
+# before it reaches a checkpoint, seeds from (seed, rank, step) for an exact
+# --resume. Configs that set custom_hooks replace this whole list, so they
+# state the two again, after precise BN (custom_hooks.0 stays precise BN for
+# --cfg-options custom_hooks.0.num_iters=N).
+custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=200),
+                dict(type='spark_mm.NanGuardHook'),
+                dict(type='spark_mm.StepSeedHook')]
 
 default_hooks = dict(
     logger=dict(interval=50),
-    checkpoint=dict(by_epoch=False, interval=5000, max_keep_ckpts=3))
+    # writes <name>.partial, then renames: a kill never leaves a torn file
+    checkpoint=dict(type='spark_mm.AtomicCheckpointHook', by_epoch=False,
+                    interval=5000, max_keep_ckpts=3))
 log_processor = dict(by_epoch=False)

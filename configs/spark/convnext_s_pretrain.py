@@ -4,22 +4,15 @@
 # LayerNorm over visible positions as the densify norm. The backbone's output
 # norms norm0..norm3 are not used (SparK(output_norms=False), the default):
 # the official encoder returns the raw stage outputs.
+# Standalone: only the shared fragments (runtime, data, schedule, SparK).
 _base_ = ['_base_/spark_runtime.py', '_base_/imagenet_pretrain.py',
-          '_base_/lamb_1600e.py']
+          '_base_/lamb_1600e.py', '_base_/spark_model.py']
 
 drop_path_rate = 0.2
 
 model = dict(
-    type='SparK',
     backbone=dict(type='ConvNeXt', arch='small', drop_path_rate=drop_path_rate,
                   out_indices=(0, 1, 2, 3), gap_before_final_norm=False),
-    neck=dict(type='LightUNetDecoder', width=768, norm_cfg=dict(type='SyncBN')),
-    head=dict(type='SparKReconstructionHead', norm_pixel=True, masked_only=True),
-    mask_ratio=0.6,
-    sparse=True,
-    hierarchical=True,
-    use_pos_embed=False,
-    channels_last=True,  # the fast path, same results (README "Speed")
     densify_norm_cfg=dict(type='LN2d', eps=1e-6),
     input_size={{_base_.input_size}},
     data_preprocessor={{_base_.data_preprocessor}})

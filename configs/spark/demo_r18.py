@@ -36,8 +36,12 @@ auto_scale_lr = dict(base_batch_size=batch_size)
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(interval=4, max_keep_ckpts=2))
 # reconstructions of 4 fixed training images, under a fixed mask, every 64
-# iterations: <work_dir>/reconstructions/iter_*.png and the visualizer backends
+# iterations: <work_dir>/reconstructions/iter_*.png and the visualizer backends.
+# A list replaces the runtime's whole list: the safety hooks of
+# _base_/spark_runtime.py are stated again, last (indices 0/1 stay put for
+# --cfg-options custom_hooks.1.interval=...).
 custom_hooks = [
     dict(type='ExportBackboneHook'),
     dict(type='ReconstructionVisualizationHook', interval=64, num_images=4),
+    dict(type='NanGuardHook'), dict(type='StepSeedHook'),
 ]

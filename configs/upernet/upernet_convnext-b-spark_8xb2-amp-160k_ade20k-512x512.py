@@ -1,24 +1,20 @@
 # UperNet ConvNeXt-B on ADE20K (512x512, 160k iterations, batch 16 = 8 GPUs x 2,
 # AMP) from SparK ConvNeXt-B weights:  bash tools/dist_train.sh <this config> 8
-# mmseg's own ConvNeXt UperNet recipe unchanged (AdamW 1e-4, wd 0.05, mmseg's
-# stage-wise lr decay 0.9 over 12 layers, 1500 warm-up iterations, linear decay
-# to 0, SyncBN heads, slide inference 512/341); only the weights differ.
-_base_ = 'mmseg::convnext/convnext-base_upernet_8xb2-amp-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['spark_mm.segmentation', 'mmpretrain.models'],
-                      allow_failed_imports=False)
+# The ConvNeXt-S config with what mmseg's own ConvNeXt-B UperNet config
+# (convnext/convnext-base_upernet_8xb2-amp-160k_ade20k-512x512.py) changes:
+# the backbone's width and drop path, the heads' input widths, its supervised
+# checkpoint; everything else (optimizer, schedule, data, hooks) is the same.
+_base_ = './upernet_convnext-s-spark_8xb2-amp-160k_ade20k-512x512.py'
 
+# mmseg's ConvNeXt-B checkpoint (the supervised baseline's weights)
+checkpoint_file = 'https://download.openmmlab.com/mmclassification/v0/convnext/downstream/convnext-base_3rdparty_32xb128-noema_in1k_20220301-2a0ee547.pth'  # noqa: E501
 # Backbone-only SparK ConvNeXt-B weights (the pretraining's backbone.pth or
 # tools/export_backbone.py); for the full pretraining checkpoint set
 # model.backbone.init_cfg.prefix=backbone.
 pretrained = 'work_dirs/spark_convnext_b/backbone.pth'
-pretrained_prefix = None
 
-# Every backbone key must come from the checkpoint except ConvNeXt's per-stage
-# output norms norm0..norm3, which SparK does not pretrain (start at weight 1,
-# bias 0; logged), see spark_mm/segmentation/checked_pretrained.py.
 model = dict(
-    backbone=dict(
-        init_cfg=dict(_delete_=True, type='spark_mm.CheckedPretrained',
-                      checkpoint=pretrained, prefix=pretrained_prefix)))
-# --auto-scale-lr rescales the lr from the recipe's global batch of 16
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+    backbone=dict(arch='base', drop_path_rate=0.4,
+                  init_cfg=dict(checkpoint=pretrained)),
+    decode_head=dict(in_channels=[128, 256, 512, 1024]),
+    auxiliary_head=dict(in_channels=512))

@@ -52,3 +52,8 @@ param_scheduler = [
 ]
 # --auto-scale-lr rescales the lr from the recipe's global batch of 16
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# The safety hooks every config states (configs/spark/_base_/spark_runtime.py)
+default_hooks = dict(checkpoint=dict(type='spark_mm.AtomicCheckpointHook'))
+custom_hooks = [dict(type='spark_mm.NanGuardHook'),
+                dict(type='spark_mm.StepSeedHook')]

@@ -6,6 +6,9 @@ default_scope = 'spark_mm'
 custom_imports = dict(imports=['spark_mm', 'spark_mm.classification'],
                       allow_failed_imports=False)
 
+# The safety hooks every config of ours states (configs/spark/_base_/
+# spark_runtime.py says why); a config that sets custom_hooks replaces this
+# list and states the two again.
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
     checkpoint=dict(type='spark_mm.AtomicCheckpointHook', interval=1,

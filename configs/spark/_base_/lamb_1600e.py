@@ -2,13 +2,11 @@
 # weight decay 0.04 -> 0.2 (cosine), 40 warm-up epochs, cosine lr, clip 5 (in LAMB);
 # lr and weight decay move per iteration by the official formulas
 # (pretrain/utils/lr_control.py, see spark_mm/engine/schedulers.py).
-# A config with other epoch numbers calls spark_param_scheduler with them: this
-# file's param_scheduler is computed before the merge and keeps 1600/40.
-# The empty _base_ must come first: it keeps mmengine's plain (not lazy-import)
-# config mode, which an import statement alone would switch.
-_base_ = []
-from spark_mm.engine.schedulers import spark_param_scheduler  # noqa: E402
-
+# The two schedulers are stated here as plain values, so this fragment needs no
+# import. A config with other epoch numbers states its own param_scheduler,
+# usually with spark_mm.engine.schedulers.spark_param_scheduler(max_epochs,
+# warmup_epochs), which returns these two dicts (tests/test_configs_runtime.py
+# checks that they agree).
 global_batch_size = 4096
 max_epochs = 1600
 warmup_epochs = 40
@@ -31,7 +29,14 @@ optim_wrapper = dict(
                      'pos_embed': dict(decay_mult=0.0),
                      'gamma': dict(decay_mult=0.0)}))
 
-param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs)
+param_scheduler = [
+    # lr: linear warm-up from 0.005x, then cosine to 0.001x of the lr above
+    dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
+         begin=0, end=max_epochs, convert_to_iter_based=True),
+    # weight decay: cosine from the optimizer's 0.04 to 0.2 over all epochs
+    dict(type='SparKCosineWeightDecay', end_value=0.2, by_epoch=True, begin=0,
+         end=max_epochs, convert_to_iter_based=True),
+]
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 # The lr above is for a global batch of 4096; --auto-scale-lr rescales it.
