@@ -13,7 +13,8 @@ import torch
 from mmengine.config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_CONFIG = os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py')
+# demo_r18.py with the safety hooks only (no pictures)
+DEMO_CONFIG = os.path.join(ROOT, 'tests', '_tiny_demo.py')
 
 
 def tiny_options(data_root: str, epochs: int = 2, images: int = 16,
@@ -34,7 +35,6 @@ def tiny_options(data_root: str, epochs: int = 2, images: int = 16,
         'default_hooks.logger.interval': 1,
         'default_hooks.checkpoint.interval': 1,
         'default_hooks.checkpoint.max_keep_ckpts': -1,
-        'custom_hooks': [],
         'log_level': 'WARNING',
     }
 

@@ -24,7 +24,7 @@ from spark_mm.models.mask_generator import RandomPatchMasker
 from spark_mm.models.sparse import SparseContext, sparsify
 from spark_mm.registry import MODELS
 
-from _reliability import (DEMO_CONFIG, as_cli, demo_data,  # noqa: F401
+from _reliability import (DEMO_CONFIG, ROOT, as_cli, demo_data,  # noqa: F401
                           run_train_tool, tiny_options)
 
 WORLD = 2
@@ -311,10 +311,10 @@ def test_nan_on_one_rank_stops_both_ranks(tmp_path, demo_data):  # noqa: F811
         f"_base_ = [{DEMO_CONFIG!r}]\n"
         "custom_imports = dict(imports=['spark_mm', '_poison_hooks'],\n"
         "                      allow_failed_imports=False)\n"
-        "custom_hooks = [dict(type='PoisonOneRank', at=5, rank=1)]\n")
+        "custom_hooks = [dict(type='PoisonOneRank', at=5, rank=1),\n"
+        "                dict(type='NanGuardHook'), dict(type='StepSeedHook')]\n")
     work_dir = str(tmp_path / 'work')
     options = tiny_options(demo_data, epochs=2, images=16, batch=2)
-    options.pop('custom_hooks')
     result = run_train_tool(
         ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
          work_dir] + as_cli(options), timeout=400,
@@ -360,7 +360,7 @@ def test_dist_train_sh_mask_rcnn_with_dense_syncbn_on_cpu(tmp_path):
     make_synthetic_coco(data_root, num_train=8, num_val=4, image_size=(96, 128))
     config = tmp_path / 'mask_rcnn_syncbn.py'
     config.write_text(DETECTION_SYNCBN.format(
-        base=os.path.join(os.path.dirname(DEMO_CONFIG), '..', 'mask_rcnn',
+        base=os.path.join(ROOT, 'configs', 'mask_rcnn',
                           'demo_r18_synthetic_coco.py'),
         data_root=data_root))
     work_dir = str(tmp_path / 'work')

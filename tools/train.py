@@ -27,7 +27,6 @@ from spark_mm.checkpoint.loading import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
 from spark_mm.datasets import check_data_roots  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
-from spark_mm.engine.reliability import use_reliability_hooks  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
 from tools.common.run_config import (enable_amp, load_tool_config,  # noqa: E402
                                      parse_tool_args, start_cpu_distributed)
@@ -73,7 +72,6 @@ def build_config(args) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    use_reliability_hooks(cfg)
     return cfg
 
 

@@ -15,7 +15,7 @@ pretrained_prefix = None
 
 # Every backbone key must come from the checkpoint except ConvNeXt's per-stage
 # output norms norm0..norm3, which SparK does not pretrain (start at weight 1,
-# bias 0; logged), see spark_mm/segmentation/checked_pretrained.py.
+# bias 0; logged), see spark_mm/checkpoint/checked_pretrained.py.
 model = dict(
     backbone=dict(
         init_cfg=dict(_delete_=True, type='spark_mm.CheckedPretrained',

@@ -28,7 +28,7 @@ model = dict(
         depth=50,
         norm_eval=False,
         # every backbone key must come from the checkpoint (one-line error
-        # otherwise), see spark_mm/segmentation/checked_pretrained.py
+        # otherwise), see spark_mm/checkpoint/checked_pretrained.py
         init_cfg=dict(type='spark_mm.CheckedPretrained',
                       checkpoint=pretrained, prefix=pretrained_prefix)))
 
