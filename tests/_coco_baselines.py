@@ -34,7 +34,8 @@ def coco_bbox_metrics(ann_file, predictions):
             img_id=image['id'],
             ori_shape=(image['height'], image['width']),
             pred_instances=dict(
-                bboxes=torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4),
+                bboxes=torch.as_tensor(
+                    np.asarray(boxes, np.float32)).reshape(-1, 4),
                 scores=torch.as_tensor(np.asarray(scores, np.float32)),
                 labels=torch.as_tensor(np.asarray(labels, np.int64)))))
     metric.process({}, samples)
@@ -43,7 +44,8 @@ def coco_bbox_metrics(ann_file, predictions):
 
 def ground_truth_predictions(ann_file):
     """Every annotated box, its own class, score 1."""
-    label_of = {category['id']: index for index, category in enumerate(CATEGORIES)}
+    label_of = {category['id']: index
+                for index, category in enumerate(CATEGORIES)}
     images, anns = _images_and_boxes(ann_file)
     predictions = {}
     for image in images:
@@ -65,7 +67,8 @@ def random_box_predictions(ann_file, seed, per_image=100):
         height, width = image['height'], image['width']
         w = rng.uniform(0.18, 0.45, per_image) * width
         h = rng.uniform(0.18, 0.45, per_image) * height
-        cx, cy = rng.uniform(w / 2, width - w / 2), rng.uniform(h / 2, height - h / 2)
+        cx = rng.uniform(w / 2, width - w / 2)
+        cy = rng.uniform(h / 2, height - h / 2)
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
         predictions[image['id']] = (boxes, rng.rand(per_image),
                                     rng.randint(0, len(CLASSES), per_image))
