@@ -6,6 +6,16 @@ Re-seeding python, numpy and torch before each epoch (data order, crops of
 the first batch) and each iteration (masks, drop path, the next batch) from
 the run's seed, the rank and the step makes a resumed run draw exactly what
 the uninterrupted run drew, on every rank, with nothing to save.
+
+An iteration-based loop resumed at iteration k first fetches (and discards)
+k batches, with no hook in between, then trains on batch k. With
+``num_workers=0`` the data pipeline (random flips, resizes, crops) runs in
+the main process and draws from the same generators, which the skipped
+batches have left in another state than the uninterrupted run had when it
+fetched batch k. So the loop's batch iterator is also re-seeded before each
+batch, from (seed, rank, batch count): batch k is drawn alike either way.
+(With workers, mmengine seeds each worker from (seed, rank, worker), and the
+skip replays their draws anyway.)
 """
 import random
 
@@ -16,7 +26,7 @@ from mmengine.hooks import Hook
 
 from ..registry import HOOKS
 
-_EPOCH, _ITER = 0, 1
+_EPOCH, _ITER, _BATCH = 0, 1, 2
 
 
 def seed_everything_for(seed: int, rank: int, stage: int, step: int) -> None:
@@ -27,11 +37,38 @@ def seed_everything_for(seed: int, rank: int, stage: int, step: int) -> None:
     torch.manual_seed(int(words[0]) << 32 | int(words[1]))
 
 
+class _SeededBatches:
+    """An iteration-based loop's batch iterator, re-seeded before each batch."""
+
+    def __init__(self, batches, seed: int, rank: int) -> None:
+        self.batches, self.seed, self.rank = batches, seed, rank
+        self.fetched = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        seed_everything_for(self.seed, self.rank, _BATCH, self.fetched)
+        self.fetched += 1
+        return next(self.batches)
+
+    def __getattr__(self, name):
+        return getattr(self.batches, name)
+
+
 @HOOKS.register_module()
 class StepSeedHook(Hook):
-    """Re-seed all generators before each epoch and iteration (see module doc)."""
+    """Re-seed all generators before each epoch, iteration and (iteration-based
+    loops) batch; see the module doc."""
 
     priority = 'VERY_HIGH'
+
+    def before_train(self, runner):
+        loop = runner.train_loop
+        batches = getattr(loop, 'dataloader_iterator', None)
+        if batches is not None and not isinstance(batches, _SeededBatches):
+            loop.dataloader_iterator = _SeededBatches(batches, runner.seed,
+                                                      get_rank())
 
     def before_train_epoch(self, runner):
         seed_everything_for(runner.seed, get_rank(), _EPOCH, runner.epoch)
