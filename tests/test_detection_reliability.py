@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from spark_mm.datasets.synthetic_coco import make_synthetic_coco
-from spark_mm.engine.checkpoint_safety import allow_mmengine_checkpoints
+from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
 
 from _coco_baselines import (CLASSES, coco_bbox_metrics,
                              ground_truth_predictions, random_box_predictions)
@@ -35,7 +35,8 @@ ITERS, SAVE_EVERY = 8, 4  # killed after iteration 4's checkpoint, resumed to 8
 # test holds whether or not tools/train.py adds them: atomic checkpoints, the
 # NaN guard, and per-step seeds (the RPN/R-CNN samplers and the data
 # pipeline's flips and resizes draw from the global generators).
-# Validation is off: the test compares training only.
+# Validation after iterations 3 and 6 (and 8) with precise BN before each:
+# the resumed run must replay the training batches precise BN drew at 3.
 OVERRIDES = '''
 _base_ = [{demo!r}]
 randomness = dict(seed=7)
@@ -53,13 +54,13 @@ train_dataloader = dict(
     num_workers={workers},
     persistent_workers={persistent},
     dataset=dict(data_root={data_root!r}, pipeline=train_pipeline))
-val_cfg = None
-val_dataloader = None
-val_evaluator = None
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root={data_root!r}))
+val_evaluator = dict(ann_file={data_root!r} + 'annotations/instances_val2017.json')
 test_cfg = None
 test_dataloader = None
 test_evaluator = None
-train_cfg = dict(max_iters={iters}, val_interval={iters})
+train_cfg = dict(max_iters={iters}, val_interval=3)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end={iters},
@@ -70,7 +71,8 @@ default_hooks = dict(
     logger=dict(interval=1),
     checkpoint=dict(type='spark_mm.AtomicCheckpointHook', by_epoch=False,
                     interval={save_every}, max_keep_ckpts=-1))
-custom_hooks = [dict(type='spark_mm.NanGuardHook'),
+custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=2),
+                dict(type='spark_mm.NanGuardHook'),
                 dict(type='spark_mm.StepSeedHook')]
 '''
 

@@ -97,6 +97,24 @@ class PreciseBNBeforeValHook(Hook):
             raise SparKInputError(f'num_iters must be positive, got {num_iters}')
         self.num_iters = num_iters
 
+    def before_train(self, runner) -> None:
+        """A resumed iteration-based run: the precise-BN passes made before
+        the resume point drew their batches from the training stream, which
+        mmengine's resume does not replay (it skips ``iter`` batches only).
+        Draw them again, so that training continues on the batches the
+        uninterrupted run used."""
+        loop = runner.train_loop
+        if not hasattr(loop, 'dataloader_iterator') or runner.iter == 0:
+            return
+        passes = sum(_validates_after(loop, done)
+                     for done in range(1, runner.iter + 1))
+        for _ in range(passes * self.num_iters):
+            next(loop.dataloader_iterator)
+        if passes:
+            runner.logger.info(
+                f'Precise BN: skipped {passes * self.num_iters} batches drawn '
+                f'by {passes} precise-BN passes before iteration {runner.iter}')
+
     def _run(self, runner, batches) -> None:
         runner.logger.info(
             f'Precise BN: recomputing statistics over {self.num_iters} '
