@@ -4,6 +4,7 @@ One thread per process: on a shared 2-core machine OpenMP's spinning threads
 make a small model tens of times slower than a single thread.
 """
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -64,11 +65,20 @@ def tiny_cfg(work_dir: str, data_root: str, **options) -> Config:
     return cfg
 
 
+def free_port() -> str:
+    """A TCP port nothing listens on now (for torchrun's rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return str(probe.getsockname()[1])
+
+
 def run_train_tool(args, timeout=300, env=None, **popen_kwargs):
     """tools/train.py (or a launcher script) as a subprocess, one thread each;
-    ``env`` adds variables."""
+    ``env`` adds variables. Launchers get a free PORT unless ``env`` names one,
+    so that parallel runs on one machine do not collide on torchrun's 29500."""
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
                PYTHONWARNINGS='ignore', **(env or {}))
+    env.setdefault('PORT', free_port())
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout, **popen_kwargs)
 

@@ -29,6 +29,8 @@ from spark_mm.classification import (PixelRandomErasing,  # noqa: E402
                                      make_labelled_folder)
 from spark_mm.engine.layer_decay import resnet_cls_layer_ids  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
+
+from _reliability import free_port  # noqa: E402
 from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
 
 CONFIGS = os.path.join(ROOT, 'configs', 'imagenet')
@@ -737,7 +739,7 @@ def test_dist_test_sh_on_cpu_equals_one_process(chain):
         args = [config, str(chain['export'])]
         if name == 'two_ranks':
             args.append('2')
-        env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29613')
+        env = dict(os.environ, OMP_NUM_THREADS='1', PORT=free_port())
         result = subprocess.run(
             command + args + ['--work-dir', str(chain['tmp'] / f'knn_{name}')] + options,
             cwd=chain['tmp'], env=env, capture_output=True, text=True, timeout=600)

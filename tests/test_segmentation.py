@@ -283,7 +283,7 @@ def test_torchvision_weights_load_with_fc_unused(tmp_path, log_lines):
     CheckedPretrained(str(tmp_path / 'tv.pth'))(backbone)
     assert torch.equal(backbone.layer3[1].conv2.weight,
                        weights['layer3.1.conv2.weight'])
-    assert any('0 missing, 2 unused: fc.bias, fc.weight' in line
+    assert any('0 missing, 2 unused: fc.weight, fc.bias' in line
                for line in log_lines)
 
 
@@ -311,7 +311,7 @@ def test_spark_convnext_may_lack_exactly_the_stage_output_norms(tmp_path,
         assert (loaded[key] == expected).all(), key
     fresh = [line for line in log_lines if 'initialised fresh' in line]
     assert len(fresh) == 1
-    assert 'norm0.bias, norm0.weight' in fresh[0]
+    assert 'norm0.weight, norm0.bias' in fresh[0]
     assert 'SparK pretraining does not train' in fresh[0]
 
     state.pop('stages.1.0.gamma')
