@@ -28,10 +28,10 @@ import spark_mm.classification  # noqa: E402,F401
 from spark_mm.classification import (PixelRandomErasing,  # noqa: E402
                                      make_labelled_folder)
 from spark_mm.engine.layer_decay import resnet_cls_layer_ids  # noqa: E402
+from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
 
 from _reliability import free_port  # noqa: E402
-from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
 
 CONFIGS = os.path.join(ROOT, 'configs', 'imagenet')
 
