@@ -239,6 +239,28 @@ def log_lines():
     logger.removeHandler(handler)
 
 
+def test_checked_pretrained_survives_timm_init_weights(tmp_path):
+    """A timm model has an init_weights of its own, which mmengine runs after
+    a non-'Pretrained' init_cfg: the loaded weights must stay loaded."""
+    from mmpretrain.models import TIMMBackbone
+    torch.manual_seed(1)
+    source = TIMMBackbone(model_name='resnet18', pretrained=False)
+    with torch.no_grad():  # far from any initialisation
+        for value in source.state_dict().values():
+            if value.is_floating_point():
+                value.add_(0.5)
+    path = str(tmp_path / 'timm_backbone.pth')
+    torch.save({'state_dict': source.state_dict()}, path)
+    torch.manual_seed(2)
+    backbone = TIMMBackbone(
+        model_name='resnet18', pretrained=False,
+        init_cfg=dict(type='spark_mm.CheckedPretrained', checkpoint=path))
+    assert hasattr(backbone.timm_model, 'init_weights')  # the trap
+    backbone.init_weights()
+    for key, value in source.state_dict().items():
+        assert torch.equal(backbone.state_dict()[key], value), key
+
+
 def test_spark_resnet_loads_into_plain_resnet_and_refuses_v1c(tmp_path,
                                                               log_lines):
     from mmpretrain.models import ResNet as PretrainResNet

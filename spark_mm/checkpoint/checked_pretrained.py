@@ -110,10 +110,12 @@ class CheckedPretrained:
                 parameter = module.get_parameter(key)
                 parameter.fill_(1.0 if key.endswith('weight') else 0.0)
         # The loaded weights are final: submodules' own init_weights, which
-        # mmengine runs after a non-'Pretrained' init_cfg, must not redo them.
+        # mmengine runs after a non-'Pretrained' init_cfg unless their
+        # ``is_init`` is set, must not redo them. That includes modules of
+        # other libraries (timm's models have an init_weights of their own).
         for sub in module.modules():
-            if sub is not module and hasattr(sub, '_is_init'):
-                sub._is_init = True
+            if sub is not module:
+                sub.is_init = True
 
         loaded = len(set(weights) & set(expected))
         logger = MMLogger.get_current_instance()
