@@ -9,6 +9,6 @@ _base_ = ['resnet101_spark-ft_8xb512-lamb-coslr-300e_in1k.py']
 model = dict(backbone=dict(
     _delete_=True, type='TIMMBackbone', model_name='resnet200',
     pretrained=False, drop_path_rate=0.2,
-    init_cfg=dict(type='Pretrained',
+    init_cfg=dict(type='spark_mm.CheckedPretrained',
                   checkpoint='work_dirs/spark_r200/backbone.pth')))
 sync_bn = 'torch'

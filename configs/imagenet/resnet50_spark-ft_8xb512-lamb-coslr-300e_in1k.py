@@ -24,6 +24,9 @@ model = dict(
         # timm ResNet drop_path_rate: linear 0 -> 0.05 over the blocks,
         # as mmpretrain's ResNet
         drop_path_rate=0.05,
+        # 'Pretrained', not spark_mm.CheckedPretrained: mmpretrain's ResNet
+        # skips its zero_init_residual (last BN of each block to 0) after
+        # loading only for that type name
         init_cfg=dict(type='Pretrained',
                       checkpoint='work_dirs/spark_r50/backbone.pth')),
     neck=dict(type='GlobalAveragePooling'),

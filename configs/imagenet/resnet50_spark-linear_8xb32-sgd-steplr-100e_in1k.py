@@ -12,6 +12,9 @@ model = dict(
     backbone=dict(
         type='ResNet', depth=50, out_indices=(3, ), frozen_stages=4,
         norm_eval=True,
+        # 'Pretrained', not spark_mm.CheckedPretrained: mmpretrain's ResNet
+        # skips its zero_init_residual (last BN of each block to 0) after
+        # loading only for that type name
         init_cfg=dict(type='Pretrained',
                       checkpoint='work_dirs/spark_r50/backbone.pth')),
     neck=dict(type='GlobalAveragePooling'),
