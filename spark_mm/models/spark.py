@@ -66,6 +66,9 @@ class SparK(BaseSelfSupervisor):
             autograd keeps for the backward are stored as their visible rows
             only (checked to be zero elsewhere), 40% of the memory at the
             default mask ratio; the same results.
+        rows_blocks: compute mmpretrain ResNet bottlenecks on the visible
+            positions only when training with channels_last maps
+            (:mod:`spark_mm.models.fast.resnet_rows`); the same results.
     """
 
     def __init__(self,
@@ -84,6 +87,7 @@ class SparK(BaseSelfSupervisor):
                  in_channels: int = 3,
                  channels_last: bool = False,
                  compact_saved_maps: bool = True,
+                 rows_blocks: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         backbone = _build(backbone)
@@ -102,7 +106,8 @@ class SparK(BaseSelfSupervisor):
                 'ConvNeXt) or (1, 2, 3, 4) (TIMMBackbone), or hierarchical=False')
         self.sparse_context = SparseContext()
         if sparse:
-            sparsify(backbone, self.sparse_context, sync_bn=sync_bn)
+            sparsify(backbone, self.sparse_context, sync_bn=sync_bn,
+                     rows_blocks=rows_blocks)
         self.total_stride = features[-1].stride
         coarsest_first = features[::-1]
         if not hierarchical:

@@ -5,6 +5,8 @@ memory. A reader of the algorithm can skip this folder.
 - :mod:`.visible_rows`: visible positions of channels_last maps as (n, C)
   rows; batch norm on those rows only;
 - :mod:`.pointwise_block`: ConvNeXt blocks whose norm and MLP run on the rows;
+- :mod:`.resnet_rows`: ResNet bottlenecks whose 1x1 convs, BN, ReLU and
+  shortcut run on the rows (only the 3x3 conv sees a map), stage by stage;
 - :mod:`.compact_saved_maps`: maps autograd keeps, stored as their rows;
 - :mod:`.fused_upsample`: the decoder's transposed conv and 3x3 conv as one map;
 - :mod:`.relu6_inplace`: an in-place ReLU6 that keeps only its output.

@@ -13,6 +13,8 @@ from mmengine.logging import print_log
 
 from ...errors import SparKInputError, UnsupportedLayerError
 from ..fast.pointwise_block import SparsePointwiseBlockMixin
+from ..fast.resnet_rows import (SparseBottleneckRowsMixin,
+                                SparseResLayerRowsMixin)
 from .batch_norm import SparseBatchNormMixin
 from .context import SparseContext
 from .remask import SparseMixin, SparseRemaskMixin
@@ -62,7 +64,21 @@ def _conversion_for(module: nn.Module) -> Optional[Tuple[type, bool]]:
         return SparseRemaskMixin, False
     if _is_mmpretrain_convnext_block(module):
         return SparsePointwiseBlockMixin, False
+    if _is_resnet_part(module, 'Bottleneck'):
+        return SparseBottleneckRowsMixin, False
+    if _is_resnet_part(module, 'ResLayer'):
+        return SparseResLayerRowsMixin, False
     return None
+
+
+_RESNET_MODULES = ('mmpretrain.models.backbones.resnet',
+                   'mmdet.models.backbones.resnet', 'mmdet.models.layers.res_layer')
+
+
+def _is_resnet_part(module: nn.Module, name: str) -> bool:
+    """mmpretrain's / mmdet's ResNet ``Bottleneck`` or ``ResLayer`` (not subclasses)."""
+    return (type(module).__name__ == name
+            and type(module).__module__ in _RESNET_MODULES)
 
 
 def _is_mmpretrain_convnext_block(module: nn.Module) -> bool:
@@ -86,11 +102,15 @@ def _is_positionwise(module: nn.Module) -> bool:
 
 
 def sparsify(module: nn.Module, context: SparseContext,
-             name: str = 'backbone', sync_bn: bool = False) -> List[str]:
+             name: str = 'backbone', sync_bn: bool = False,
+             rows_blocks: bool = True) -> List[str]:
     """Make ``module``'s layers sparse, bound to ``context``; returns their names.
 
     ``sync_bn`` turns every BatchNorm2d into a (sparse) SyncBN, for backbones
     that cannot be configured with one (e.g. timm's). Its state is unchanged.
+    ``rows_blocks`` computes mmpretrain's / mmdet's ResNet bottlenecks on the visible
+    rows (:mod:`spark_mm.models.fast.resnet_rows`); False keeps them dense
+    with sparse layers. The results are the same.
 
     Raises :class:`UnsupportedLayerError` listing every layer that cannot be
     made sparse. Leaf layers of unknown type are kept dense with a warning
@@ -117,6 +137,8 @@ def sparsify(module: nn.Module, context: SparseContext,
             child.sparse_context = context
             if mixin is SparseRemaskMixin:
                 child.sparse_channels_last = channels_last
+            if mixin is SparseBottleneckRowsMixin:
+                child.rows_path = rows_blocks
             converted.append(full_name)
         elif not list(child.children()) and not _is_positionwise(child):
             unknown.append(f'{full_name} ({type(child).__name__})')

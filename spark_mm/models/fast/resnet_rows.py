@@ -1,0 +1,353 @@
+"""ResNet ``Bottleneck`` blocks (mmpretrain's, mmdet's) computed on the visible rows only.
+
+The sparse encoder computes every layer densely and re-masks it (see
+:mod:`spark_mm.models.sparse.remask`); at the default mask ratio 60% of that
+work lands on positions that are zero anyway. In a bottleneck, three of the
+four convolutions are 1x1: on a channels_last map viewed as (B * H * W, C)
+rows they are matrix products of the rows, so they can run on the visible
+rows alone. This module runs a whole block that way:
+
+- gather the visible rows of the block input once (``(n, C_in)``);
+- conv1 (1x1) as ``rows @ W1^T``, batch norm over those rows (the statistics
+  of the visible positions, i.e. sparse BN, SyncBN included), ReLU;
+- scatter into a zero channels_last map only for conv2 (3x3, stride 1 or 2),
+  gather its output at the visible positions of the output resolution (the
+  coarser mask after a stride-2 conv: the sparse conv's re-masking);
+- BN, ReLU, conv3 (1x1), BN on rows; the shortcut on rows too: the input rows,
+  or the downsample's strided 1x1 conv on the input rows at the positions the
+  stride samples (the output mask's positions), then its BN over them;
+- drop path per sample (the same random numbers as the dense block), the
+  residual sum and ReLU on rows, and one scatter into zeros at the output.
+
+The result equals the dense-and-re-mask sparse block (float64: to rounding):
+masked positions of every map are zero in both, and the visible ones are
+computed from the same visible inputs by the same formulas.
+
+Consecutive blocks of a stage hand rows to each other (:class:`SparseResLayerRowsMixin`),
+so a stage gathers once at its input and scatters once at its output.
+
+Only training with a mask active takes this path (eval-mode and unmasked
+forwards run the dense block unchanged), and only channels_last inputs.
+Blocks it does not cover (caffe style, non-ReLU activation, other conv or norm
+types, timm's post-norm activations) run the dense sparse block.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.weak import WeakTensorKeyDictionary
+
+from ..sparse.batch_norm import SparseBatchNormMixin
+from ..sparse.bn_statistics import (batch_norm_backward, combine_moments,
+                                    has_post_norm, row_moments, sync_group,
+                                    update_running_stats, uses_batch_stats)
+from ..sparse.remask import SparseMixin
+from . import visible_rows
+
+
+# ---- rows <-> maps -------------------------------------------------------------
+class _GatherRows(torch.autograd.Function):
+    """``x`` (B, C, H, W) -> its rows ``index`` of the (B * H * W, C) view."""
+
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.save_for_backward(index)
+        ctx.shape = tuple(x.shape)
+        return visible_rows.rows_view(x).index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        index, = ctx.saved_tensors
+        return visible_rows.scatter_rows(grad_rows.contiguous(), index, ctx.shape), None
+
+
+class _ScatterRows(torch.autograd.Function):
+    """(n, C) ``rows`` -> a channels_last ``shape`` map, zero off ``index``."""
+
+    @staticmethod
+    def forward(ctx, rows, index, shape):
+        ctx.save_for_backward(index)
+        return visible_rows.scatter_rows(rows, index, shape)
+
+    @staticmethod
+    def backward(ctx, grad_map):
+        index, = ctx.saved_tensors
+        grad_map = grad_map.contiguous(memory_format=torch.channels_last)
+        return visible_rows.rows_view(grad_map).index_select(0, index), None, None
+
+
+def gather_rows(x, index):
+    return _GatherRows.apply(x, index)
+
+
+def scatter_rows(rows, index, shape):
+    return _ScatterRows.apply(rows, index, tuple(shape))
+
+
+class _SparseConvRows(torch.autograd.Function):
+    """A conv of the map holding ``rows`` at ``index_in`` (zero elsewhere),
+    read at ``index_out``: the sparse (re-masked) conv, rows in, rows out.
+
+    Keeps only the input rows for the backward (the input map is rebuilt
+    there), not a map-sized tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, weight, index_in, index_out, in_shape, conv):
+        settings = (conv.stride, conv.padding, conv.dilation, conv.groups)
+        with torch.autocast(rows.device.type, enabled=False):
+            x = visible_rows.scatter_rows(rows, index_in, in_shape)
+            out = F.conv2d(x, weight, None, *settings)
+            out_rows = visible_rows.rows_view(out).index_select(0, index_out)
+        ctx.save_for_backward(rows, weight, index_in, index_out)
+        ctx.in_shape, ctx.out_shape, ctx.settings = in_shape, tuple(out.shape), settings
+        return out_rows
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        rows, weight, index_in, index_out = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.settings
+        with torch.autocast(grad_rows.device.type, enabled=False):
+            x = visible_rows.scatter_rows(rows, index_in, ctx.in_shape)
+            grad_out = visible_rows.scatter_rows(grad_rows.contiguous().to(rows.dtype),
+                                     index_out, ctx.out_shape)
+            needs = ctx.needs_input_grad
+            grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, stride, padding, dilation, False,
+                [0, 0], groups,
+                [needs[0], needs[1], False])
+            grad_rows_in = (visible_rows.rows_view(grad_x).index_select(0, index_in)
+                            if needs[0] else None)
+        return grad_rows_in, grad_weight, None, None, None, None
+
+
+# ---- batch norm on rows ---------------------------------------------------------
+class _RowsBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm of (n, C) ``rows``; statistics over ``group``."""
+
+    @staticmethod
+    def forward(ctx, rows, weight, bias, eps, group):
+        with torch.autocast(rows.device.type, enabled=False):
+            mean, var, total = combine_moments(*row_moments(rows), group)
+            out = F.batch_norm(rows, mean, var, weight, bias, False, 0.0, eps)
+        ctx.save_for_backward(rows, weight, mean, var, total)
+        ctx.eps, ctx.group = eps, group
+        ctx.mark_non_differentiable(mean, var, total)
+        return out, mean, var, total
+
+    @staticmethod
+    def backward(ctx, grad_out, *_):
+        rows, weight, mean, var, total = ctx.saved_tensors
+        with torch.autocast(grad_out.device.type, enabled=False):
+            grad_x, grad_weight, grad_bias = batch_norm_backward(
+                grad_out.contiguous(), rows, None, weight, mean, var, total,
+                ctx.eps, ctx.group)
+        needs = ctx.needs_input_grad
+        return (grad_x, grad_weight if needs[1] else None,
+                grad_bias if needs[2] else None, None, None)
+
+
+def rows_batch_norm(bn, rows):
+    """Sparse ``bn`` (a :class:`SparseBatchNormMixin`) applied to visible rows."""
+    if not uses_batch_stats(bn):
+        return F.batch_norm(rows, bn.running_mean, bn.running_var, bn.weight,
+                            bn.bias, False, 0.0, bn.eps)
+    group = sync_group(bn)
+    if group is None and rows.shape[0] > 1:
+        # One process: torch's own training-mode batch norm of the rows is
+        # the same computation (biased variance to normalize, unbiased into
+        # the running variance), in fused kernels.
+        running_mean = running_var = None
+        factor = 0.0
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            factor = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
+                      else bn.momentum)
+            running_mean, running_var = bn.running_mean, bn.running_var
+        return F.batch_norm(rows, running_mean, running_var, bn.weight, bn.bias,
+                            True, factor, bn.eps)
+    out, mean, var, total = _RowsBatchNorm.apply(
+        rows, bn.weight, bn.bias, bn.eps, group)
+    if bn.training and bn.track_running_stats:
+        update_running_stats(bn, mean, var, total)
+    return out
+
+
+# ---- the block ---------------------------------------------------------------------
+def _dense_class(module):
+    return next(base for base in type(module).__mro__
+                if not issubclass(base, SparseMixin))
+
+
+def _is_rows_conv(conv, kernel_size=None) -> bool:
+    return (isinstance(conv, SparseMixin) and _dense_class(conv) is nn.Conv2d
+            and conv.padding_mode == 'zeros'
+            and (kernel_size is None or tuple(conv.kernel_size) == kernel_size))
+
+
+def _is_pointwise(conv) -> bool:
+    return (_is_rows_conv(conv, (1, 1)) and tuple(conv.stride) == (1, 1)
+            and tuple(conv.padding) == (0, 0) and conv.groups == 1)
+
+
+def _is_rows_norm(norm) -> bool:
+    return (isinstance(norm, SparseBatchNormMixin)
+            and isinstance(norm, nn.modules.batchnorm._BatchNorm)
+            and not has_post_norm(norm))
+
+
+def _pointwise(rows, conv):
+    return F.linear(rows, conv.weight.flatten(1), conv.bias)
+
+
+def _strided_rows(index_out, in_shape, out_shape, stride):
+    """Flat input-map indices sampled by a 1x1 conv of ``stride`` at the
+    output positions ``index_out``."""
+    height, width = in_shape[-2:]
+    out_h, out_w = out_shape[-2:]
+    batch, rest = index_out.div(out_h * out_w, rounding_mode='floor'), index_out % (out_h * out_w)
+    row, col = rest.div(out_w, rounding_mode='floor'), rest % out_w
+    return (batch * height + row * stride[0]) * width + col * stride[1]
+
+
+class SparseBottleneckRowsMixin(SparseMixin):
+    """mmpretrain's (or mmdet's) ``Bottleneck`` on visible rows; see the module docstring."""
+
+    # Set by the conversion: False keeps the dense sparse block.
+    rows_path: bool = True
+
+    def forward(self, x):
+        if not self._takes_rows_path(x):
+            return super().forward(x)
+        if self.with_cp and x.requires_grad:
+            return torch.utils.checkpoint.checkpoint(
+                self._rows_forward, x, use_reentrant=False)
+        return self._rows_forward(x)
+
+    def _takes_rows_path(self, x) -> bool:
+        return (self.rows_path and self.training and self.sparse_active
+                and x.dim() == 4
+                and x.is_contiguous(memory_format=torch.channels_last)
+                and self.supports_rows())
+
+    def supports_rows(self) -> bool:
+        """Whether this block's layers are the ones the rows path computes."""
+        cached = self.__dict__.get('_supports_rows')
+        if cached is None:
+            cached = self.__dict__['_supports_rows'] = self._check_supports_rows()
+        return cached
+
+    def _check_supports_rows(self) -> bool:
+        return (self.style == 'pytorch' and _is_pointwise(self.conv1)
+                and not getattr(self, 'with_plugins', False)  # mmdet's
+                and _is_rows_conv(self.conv2) and _is_pointwise(self.conv3)
+                and all(_is_rows_norm(n) for n in (self.norm1, self.norm2, self.norm3))
+                and type(self.relu) is nn.ReLU)
+
+    def _rows_forward(self, x):
+        index_in = self.sparse_context.visible_rows(*x.shape[-2:])
+        rows, index, shape = self.forward_rows(gather_rows(x, index_in),
+                                               index_in, tuple(x.shape), x)
+        return scatter_rows(rows, index, shape)
+
+    def forward_rows(self, rows_in, index_in, in_shape, x=None):
+        """The block on the visible rows ``rows_in`` (at ``index_in`` of a
+        channels_last ``in_shape`` map): (rows, index, shape) of its output.
+
+        ``x``, the input map, is needed only by a downsample that is not a
+        1x1 conv + BN.
+        """
+        batch, _, height, width = in_shape
+        out = _pointwise(rows_in, self.conv1)
+        out = F.relu(rows_batch_norm(self.norm1, out), inplace=True)
+
+        conv2 = self.conv2
+        mid = out.shape[1]
+        out_h = (height + 2 * conv2.padding[0] - conv2.dilation[0]
+                 * (conv2.kernel_size[0] - 1) - 1) // conv2.stride[0] + 1
+        out_w = (width + 2 * conv2.padding[1] - conv2.dilation[1]
+                 * (conv2.kernel_size[1] - 1) - 1) // conv2.stride[1] + 1
+        index_out = self.sparse_context.visible_rows(out_h, out_w)
+        out = _SparseConvRows.apply(out, conv2.weight.to(out.dtype), index_in, index_out,
+                                    (batch, mid, height, width), conv2)
+        if conv2.bias is not None:
+            out = out + conv2.bias
+        out = F.relu(rows_batch_norm(self.norm2, out), inplace=True)
+
+        out = rows_batch_norm(self.norm3, _pointwise(out, self.conv3))
+        out_shape = (batch, out.shape[1], out_h, out_w)
+        identity = self._shortcut_rows(rows_in, index_in, in_shape, index_out,
+                                       out_shape, x)
+        out = self._drop_path_rows(out, index_out, out_h * out_w)
+        out = F.relu(out + identity, inplace=True)
+        return out, index_out, out_shape
+
+    def _shortcut_rows(self, rows_in, index_in, in_shape, index_out, out_shape, x):
+        downsample = self.downsample
+        if downsample is None:
+            return rows_in
+        if (isinstance(downsample, nn.Sequential) and len(downsample) == 2
+                and _is_rows_conv(downsample[0], (1, 1))
+                and tuple(downsample[0].padding) == (0, 0)
+                and downsample[0].groups == 1 and _is_rows_norm(downsample[1])):
+            conv, norm = downsample
+            stride = tuple(conv.stride)
+            if stride == (1, 1):
+                rows = rows_in
+            else:
+                # A strided 1x1 conv reads the input at the positions it
+                # samples: the output mask's visible positions (a coarse
+                # visible position samples a visible fine one).
+                fine = _strided_rows(index_out, in_shape, out_shape, stride)
+                if x is None:
+                    raise RuntimeError('a strided shortcut needs the input map')
+                rows = gather_rows(x, fine)
+            return rows_batch_norm(norm, _pointwise(rows, conv))
+        if x is None:
+            raise RuntimeError('this shortcut needs the input map')
+        return gather_rows(downsample(x), index_out)
+
+    def _drop_path_rows(self, rows, index, positions):
+        drop_path = getattr(self, 'drop_path', None)  # mmdet's blocks have none
+        if drop_path is None or isinstance(drop_path, nn.Identity):
+            return rows
+        # The dense block calls drop_path on its (B, C, H, W) branch output:
+        # one random draw of shape (B, 1, 1, 1). Drawing the same on ones
+        # gives each sample's factor (0 or 1 / keep_prob).
+        batch = self.sparse_context.active_b1hw.shape[0]
+        scale = drop_path(rows.new_ones(batch, 1, 1, 1)).view(batch, 1)
+        return rows * scale.index_select(
+            0, index.div(positions, rounding_mode='floor'))
+
+
+# Stage outputs scattered from rows -> (version, rows, index): the next stage
+# takes those rows instead of gathering them again (the same values; one
+# tensor kept for the backward instead of two).
+_ROWS_OF_MAP = WeakTensorKeyDictionary()
+
+
+class SparseResLayerRowsMixin(SparseMixin):
+    """A ResNet ``ResLayer`` (a stage of blocks) handing rows block to block.
+
+    When every block takes the rows path, the stage gathers the visible rows
+    of its input once (or takes the rows the previous stage scattered into
+    it) and scatters its output once.
+    """
+
+    def forward(self, x):
+        blocks = list(self)
+        if not (blocks and all(isinstance(b, SparseBottleneckRowsMixin)
+                               and not b.with_cp and b._takes_rows_path(x)
+                               for b in blocks)):
+            return super().forward(x)
+        shape = tuple(x.shape)
+        index = self.sparse_context.visible_rows(*shape[-2:])
+        version, rows, rows_index = _ROWS_OF_MAP.get(x, (None, None, None))
+        if not (version == x._version and rows_index is index):
+            rows = gather_rows(x, index)
+        map_in = x
+        for block in blocks:
+            rows, index, shape = block.forward_rows(rows, index, shape, map_in)
+            map_in = None
+        out = scatter_rows(rows, index, shape)
+        _ROWS_OF_MAP[out] = (out._version, rows, index)
+        return out
