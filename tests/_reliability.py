@@ -4,9 +4,11 @@ One thread per process: on a shared 2-core machine OpenMP's spinning threads
 make a small model tens of times slower than a single thread.
 """
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -97,3 +99,35 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_straight_and_killed_then_resumed(train_args, base) -> dict:
+    """Two runs of the same training, side by side: one uninterrupted, one
+    SIGKILLed as soon as its first checkpoint exists and then resumed with
+    ``--resume``. ``train_args(work_dir, *extra)`` gives the command line.
+    Returns the two work dirs, the checkpoint the kill left and the resumed
+    run's output."""
+    straight, killed = str(base / 'straight'), str(base / 'killed')
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+               PYTHONWARNINGS='ignore')
+    uninterrupted = subprocess.Popen(
+        train_args(straight), cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        train_args(killed), cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = os.path.join(killed, 'last_checkpoint')
+    deadline = time.time() + 300
+    while not os.path.exists(pointer) and victim.poll() is None:
+        assert time.time() < deadline, 'no checkpoint within 300 s'
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL, 'the run ended before the kill'
+    with open(pointer) as file:
+        killed_at = file.read().strip()
+    resumed = run_train_tool(train_args(killed, '--resume'))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert uninterrupted.wait(timeout=300) == 0, \
+        uninterrupted.stderr.read()[-3000:]
+    return dict(straight=straight, killed=killed, killed_at=killed_at,
+                resume_log=resumed.stdout + resumed.stderr)

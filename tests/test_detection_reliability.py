@@ -13,9 +13,6 @@
 import glob
 import json
 import os
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
@@ -25,7 +22,7 @@ from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
 
 from _coco_baselines import (CLASSES, coco_bbox_metrics,
                              ground_truth_predictions, random_box_predictions)
-from _reliability import ROOT, run_train_tool
+from _reliability import ROOT, run_straight_and_killed_then_resumed
 
 DEMO = os.path.join(ROOT, 'configs', 'mask_rcnn', 'demo_r18_synthetic_coco.py')
 ITERS, SAVE_EVERY = 8, 4  # killed after iteration 4's checkpoint, resumed to 8
@@ -108,30 +105,8 @@ def detection_killed_and_resumed(request, tmp_path_factory):
     make_synthetic_coco(data_root, num_train=8, num_val=1,
                         image_size=(64, 80), seed=3)
     config = _write_config(base / 'demo_tiny.py', data_root, workers)
-    straight, killed = str(base / 'straight'), str(base / 'killed')
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-               PYTHONWARNINGS='ignore')
-    uninterrupted = subprocess.Popen(
-        _train_args(config, straight), cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen(
-        _train_args(config, killed), cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pointer = os.path.join(killed, 'last_checkpoint')
-    deadline = time.time() + 300
-    while not os.path.exists(pointer) and victim.poll() is None:
-        assert time.time() < deadline, 'no checkpoint within 300 s'
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL, 'the run ended before the kill'
-    with open(pointer) as file:
-        killed_at = file.read().strip()
-    resumed = run_train_tool(_train_args(config, killed, '--resume'))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert uninterrupted.wait(timeout=300) == 0, \
-        uninterrupted.stderr.read()[-3000:]
-    return dict(straight=straight, killed=killed, killed_at=killed_at,
-                resume_log=resumed.stdout + resumed.stderr)
+    return run_straight_and_killed_then_resumed(
+        lambda work_dir, *extra: _train_args(config, work_dir, *extra), base)
 
 
 def test_mask_rcnn_demo_resumes_bit_exactly_after_sigkill(

@@ -9,9 +9,6 @@ import glob
 import json
 import os
 import pickle
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
@@ -24,7 +21,8 @@ from spark_mm.checkpoint.loading import (allow_mmengine_checkpoints,
 from spark_mm.errors import CheckpointError
 
 from _reliability import (DEMO_CONFIG, ROOT, as_cli, demo_data,  # noqa: F401
-                          one_thread, run_train_tool, tiny_cfg, tiny_options)
+                          one_thread, run_straight_and_killed_then_resumed,
+                          run_train_tool, tiny_cfg, tiny_options)
 
 EPOCHS, ITERS_PER_EPOCH = 3, 4  # 16 images, batch 4
 
@@ -50,28 +48,9 @@ def _scalars(work_dir):
 
 @pytest.fixture(scope='module')
 def killed_and_resumed(tmp_path_factory, demo_data):  # noqa: F811
-    base = tmp_path_factory.mktemp('resume')
-    straight, killed = str(base / 'straight'), str(base / 'killed')
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    uninterrupted = subprocess.Popen(
-        _train_args(straight, demo_data), cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen(
-        _train_args(killed, demo_data), cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pointer = os.path.join(killed, 'last_checkpoint')
-    deadline = time.time() + 300
-    while not os.path.exists(pointer) and victim.poll() is None:
-        assert time.time() < deadline, 'no checkpoint within 300 s'
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL, 'the run ended before the kill'
-    with open(pointer) as file:
-        killed_at = file.read().strip()
-    resumed = run_train_tool(_train_args(killed, demo_data, '--resume'))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stderr.read()[-3000:]
-    return dict(straight=straight, killed=killed, killed_at=killed_at)
+    return run_straight_and_killed_then_resumed(
+        lambda work_dir, *extra: _train_args(work_dir, demo_data, *extra),
+        tmp_path_factory.mktemp('resume'))
 
 
 def test_resume_after_sigkill_continues_exactly(killed_and_resumed):

@@ -15,7 +15,7 @@ import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..sparse.context import SparseContext
-from .visible_rows import rows_view, scatter_rows
+from .visible_rows import rows_view, scatter_rows_into_zeros
 
 
 class _VisibleRows(NamedTuple):
@@ -89,4 +89,4 @@ class CompactSavedMaps:
     def unpack(packed):
         if isinstance(packed, torch.Tensor):
             return packed
-        return scatter_rows(packed.rows, packed.index, packed.shape)  # channels_last
+        return scatter_rows_into_zeros(packed.rows, packed.index, packed.shape)  # channels_last

@@ -37,50 +37,10 @@ import torch.nn.functional as F
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..sparse.batch_norm import SparseBatchNormMixin
-from ..sparse.bn_statistics import (batch_norm_backward, combine_moments,
-                                    has_post_norm, row_moments, sync_group,
-                                    update_running_stats, uses_batch_stats)
+from ..sparse.bn_statistics import has_post_norm
 from ..sparse.remask import SparseMixin
-from . import visible_rows
-
-
-# ---- rows <-> maps -------------------------------------------------------------
-class _GatherRows(torch.autograd.Function):
-    """``x`` (B, C, H, W) -> its rows ``index`` of the (B * H * W, C) view."""
-
-    @staticmethod
-    def forward(ctx, x, index):
-        ctx.save_for_backward(index)
-        ctx.shape = tuple(x.shape)
-        return visible_rows.rows_view(x).index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad_rows):
-        index, = ctx.saved_tensors
-        return visible_rows.scatter_rows(grad_rows.contiguous(), index, ctx.shape), None
-
-
-class _ScatterRows(torch.autograd.Function):
-    """(n, C) ``rows`` -> a channels_last ``shape`` map, zero off ``index``."""
-
-    @staticmethod
-    def forward(ctx, rows, index, shape):
-        ctx.save_for_backward(index)
-        return visible_rows.scatter_rows(rows, index, shape)
-
-    @staticmethod
-    def backward(ctx, grad_map):
-        index, = ctx.saved_tensors
-        grad_map = grad_map.contiguous(memory_format=torch.channels_last)
-        return visible_rows.rows_view(grad_map).index_select(0, index), None, None
-
-
-def gather_rows(x, index):
-    return _GatherRows.apply(x, index)
-
-
-def scatter_rows(rows, index, shape):
-    return _ScatterRows.apply(rows, index, tuple(shape))
+from .visible_rows import (gather_rows, rows_batch_norm, rows_view,
+                           scatter_rows, scatter_rows_into_zeros)
 
 
 class _SparseConvRows(torch.autograd.Function):
@@ -95,9 +55,9 @@ class _SparseConvRows(torch.autograd.Function):
     def forward(ctx, rows, weight, index_in, index_out, in_shape, conv):
         settings = (conv.stride, conv.padding, conv.dilation, conv.groups)
         with torch.autocast(rows.device.type, enabled=False):
-            x = visible_rows.scatter_rows(rows, index_in, in_shape)
+            x = scatter_rows_into_zeros(rows, index_in, in_shape)
             out = F.conv2d(x, weight, None, *settings)
-            out_rows = visible_rows.rows_view(out).index_select(0, index_out)
+            out_rows = rows_view(out).index_select(0, index_out)
         ctx.save_for_backward(rows, weight, index_in, index_out)
         ctx.in_shape, ctx.out_shape, ctx.settings = in_shape, tuple(out.shape), settings
         return out_rows
@@ -107,69 +67,17 @@ class _SparseConvRows(torch.autograd.Function):
         rows, weight, index_in, index_out = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.settings
         with torch.autocast(grad_rows.device.type, enabled=False):
-            x = visible_rows.scatter_rows(rows, index_in, ctx.in_shape)
-            grad_out = visible_rows.scatter_rows(grad_rows.contiguous().to(rows.dtype),
+            x = scatter_rows_into_zeros(rows, index_in, ctx.in_shape)
+            grad_out = scatter_rows_into_zeros(grad_rows.contiguous().to(rows.dtype),
                                      index_out, ctx.out_shape)
             needs = ctx.needs_input_grad
             grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
                 grad_out, x, weight, None, stride, padding, dilation, False,
                 [0, 0], groups,
                 [needs[0], needs[1], False])
-            grad_rows_in = (visible_rows.rows_view(grad_x).index_select(0, index_in)
+            grad_rows_in = (rows_view(grad_x).index_select(0, index_in)
                             if needs[0] else None)
         return grad_rows_in, grad_weight, None, None, None, None
-
-
-# ---- batch norm on rows ---------------------------------------------------------
-class _RowsBatchNorm(torch.autograd.Function):
-    """Training-mode batch norm of (n, C) ``rows``; statistics over ``group``."""
-
-    @staticmethod
-    def forward(ctx, rows, weight, bias, eps, group):
-        with torch.autocast(rows.device.type, enabled=False):
-            mean, var, total = combine_moments(*row_moments(rows), group)
-            out = F.batch_norm(rows, mean, var, weight, bias, False, 0.0, eps)
-        ctx.save_for_backward(rows, weight, mean, var, total)
-        ctx.eps, ctx.group = eps, group
-        ctx.mark_non_differentiable(mean, var, total)
-        return out, mean, var, total
-
-    @staticmethod
-    def backward(ctx, grad_out, *_):
-        rows, weight, mean, var, total = ctx.saved_tensors
-        with torch.autocast(grad_out.device.type, enabled=False):
-            grad_x, grad_weight, grad_bias = batch_norm_backward(
-                grad_out.contiguous(), rows, None, weight, mean, var, total,
-                ctx.eps, ctx.group)
-        needs = ctx.needs_input_grad
-        return (grad_x, grad_weight if needs[1] else None,
-                grad_bias if needs[2] else None, None, None)
-
-
-def rows_batch_norm(bn, rows):
-    """Sparse ``bn`` (a :class:`SparseBatchNormMixin`) applied to visible rows."""
-    if not uses_batch_stats(bn):
-        return F.batch_norm(rows, bn.running_mean, bn.running_var, bn.weight,
-                            bn.bias, False, 0.0, bn.eps)
-    group = sync_group(bn)
-    if group is None and rows.shape[0] > 1:
-        # One process: torch's own training-mode batch norm of the rows is
-        # the same computation (biased variance to normalize, unbiased into
-        # the running variance), in fused kernels.
-        running_mean = running_var = None
-        factor = 0.0
-        if bn.training and bn.track_running_stats:
-            bn.num_batches_tracked.add_(1)
-            factor = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
-                      else bn.momentum)
-            running_mean, running_var = bn.running_mean, bn.running_var
-        return F.batch_norm(rows, running_mean, running_var, bn.weight, bn.bias,
-                            True, factor, bn.eps)
-    out, mean, var, total = _RowsBatchNorm.apply(
-        rows, bn.weight, bn.bias, bn.eps, group)
-    if bn.training and bn.track_running_stats:
-        update_running_stats(bn, mean, var, total)
-    return out
 
 
 # ---- the block ---------------------------------------------------------------------

@@ -34,8 +34,8 @@ class SparseBatchNormMixin(SparseMixin):
                                f'input, got {tuple(x.shape)}')
         group = sync_group(self)
         if self.sparse_active and rows_layout(x) and uses_batch_stats(self):
-            out = visible_rows_batch_norm(
-                self, x, self.sparse_context.visible_rows(*x.shape[-2:]), group)
+            out = visible_rows_batch_norm(  # SyncBN: over ``group`` too
+                self, x, self.sparse_context.visible_rows(*x.shape[-2:]))
             if not has_post_norm(self):
                 return out  # zero at masked positions
             return post_norm(self, out) * self.sparse_context.mask_like(out)

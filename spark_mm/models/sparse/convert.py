@@ -6,7 +6,7 @@ buffers are untouched, so the weights load straight into the dense backbone.
 Layers that mix spatial positions in ways a mask cannot follow (GroupNorm,
 attention, adaptive pooling, ...) are refused with an error naming them.
 """
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
