@@ -131,3 +131,16 @@ def run_straight_and_killed_then_resumed(train_args, base) -> dict:
         uninterrupted.stderr.read()[-3000:]
     return dict(straight=straight, killed=killed, killed_at=killed_at,
                 resume_log=resumed.stdout + resumed.stderr)
+
+
+def assert_same_weights_and_optimizer(final: dict, reference: dict) -> None:
+    """Two mmengine checkpoints hold bit-identical weights and optimizer state."""
+    assert final['state_dict'].keys() == reference['state_dict'].keys()
+    for key, value in reference['state_dict'].items():
+        assert torch.equal(final['state_dict'][key], value), key
+    optimizer, expected = final['optimizer'], reference['optimizer']
+    assert optimizer['param_groups'] == expected['param_groups']
+    for index, state in expected['state'].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(optimizer['state'][index][name]),
+                               torch.as_tensor(value)), (index, name)

@@ -22,7 +22,8 @@ from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
 
 from _coco_baselines import (CLASSES, coco_bbox_metrics,
                              ground_truth_predictions, random_box_predictions)
-from _reliability import ROOT, run_straight_and_killed_then_resumed
+from _reliability import (ROOT, assert_same_weights_and_optimizer,
+                          run_straight_and_killed_then_resumed)
 
 DEMO = os.path.join(ROOT, 'configs', 'mask_rcnn', 'demo_r18_synthetic_coco.py')
 ITERS, SAVE_EVERY = 8, 4  # killed after iteration 4's checkpoint, resumed to 8
@@ -120,15 +121,7 @@ def test_mask_rcnn_demo_resumes_bit_exactly_after_sigkill(
     final = torch.load(os.path.join(runs['killed'], f'iter_{ITERS}.pth'))
     reference = torch.load(os.path.join(runs['straight'], f'iter_{ITERS}.pth'))
     assert final['meta']['iter'] == reference['meta']['iter'] == ITERS
-    assert final['state_dict'].keys() == reference['state_dict'].keys()
-    for key, value in reference['state_dict'].items():
-        assert torch.equal(final['state_dict'][key], value), key
-    optimizer, expected = final['optimizer'], reference['optimizer']
-    assert optimizer['param_groups'] == expected['param_groups']
-    for index, state in expected['state'].items():
-        for name, value in state.items():
-            assert torch.equal(torch.as_tensor(optimizer['state'][index][name]),
-                               torch.as_tensor(value)), (index, name)
+    assert_same_weights_and_optimizer(final, reference)
 
     reference_log, = _logged(runs['straight'])
     assert sorted(reference_log) == list(range(1, ITERS + 1))

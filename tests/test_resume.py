@@ -20,7 +20,8 @@ from spark_mm.checkpoint.loading import (allow_mmengine_checkpoints,
                                                load_checkpoint_safely)
 from spark_mm.errors import CheckpointError
 
-from _reliability import (DEMO_CONFIG, ROOT, as_cli, demo_data,  # noqa: F401
+from _reliability import (DEMO_CONFIG, ROOT, as_cli,  # noqa: F401
+                          assert_same_weights_and_optimizer, demo_data,
                           one_thread, run_straight_and_killed_then_resumed,
                           run_train_tool, tiny_cfg, tiny_options)
 
@@ -65,14 +66,7 @@ def test_resume_after_sigkill_continues_exactly(killed_and_resumed):
     final, reference = torch.load(final), torch.load(reference)
     assert final['meta']['iter'] == reference['meta']['iter'] == EPOCHS * ITERS_PER_EPOCH
     assert final['meta']['epoch'] == EPOCHS
-    for key, value in reference['state_dict'].items():
-        assert torch.equal(final['state_dict'][key], value), key
-    optimizer, expected = final['optimizer'], reference['optimizer']
-    assert optimizer['param_groups'] == expected['param_groups']
-    for index, state in expected['state'].items():
-        for name, value in state.items():
-            assert torch.equal(torch.as_tensor(optimizer['state'][index][name]),
-                               torch.as_tensor(value)), (index, name)
+    assert_same_weights_and_optimizer(final, reference)
     assert pickle.dumps(final['param_schedulers']) == pickle.dumps(
         reference['param_schedulers'])
 
