@@ -8,6 +8,8 @@ from mmengine.model import BaseModule
 from ..errors import SparKInputError
 from ..registry import MODELS
 from .fast.fused_upsample import composed_is_cheaper, composed_upsample_conv
+from .fast.norm_act_conv import (batch_norm_conv, batch_norm_relu6_conv,
+                                 keeps_only_norm_input)
 from .fast.relu6_inplace import ReLU6InPlace
 from .norms import build_norm
 
@@ -49,9 +51,16 @@ class UpsampleBlock(nn.Module):
             return composed_upsample_conv(x, self.upsample, self.conv1)
         return self.conv1(self.upsample(x))
 
+    def convs(self, x):
+        """The block up to ``norm2``: upsample, conv1, norm1, act, conv2."""
+        x = self.upsample_conv1(x)
+        if keeps_only_norm_input(self.norm1, self.conv2, x):
+            # the same maths, keeping the norm's input only (fast path)
+            return batch_norm_relu6_conv(x, self.norm1, self.conv2)
+        return self.conv2(self.act(self.norm1(x)))
+
     def forward(self, x):
-        x = self.act(self.norm1(self.upsample_conv1(x)))
-        return self.norm2(self.conv2(x))
+        return self.norm2(self.convs(x))
 
 
 # As the official SparK decoder: transposed convolutions Kaiming normal
@@ -101,7 +110,18 @@ class LightUNetDecoder(BaseModule):
         """``dense[i]``: map of stride ``upsample_ratio / 2**i`` (None = not fed)."""
         x = dense[0]
         for index, block in enumerate(self.blocks):
+            skip = dense[index + 1] if index + 1 < len(dense) else None
+            if index == len(self.blocks) - 1 and skip is None:
+                return self.predict_after(block, x)
             x = block(x)
-            if index + 1 < len(dense) and dense[index + 1] is not None:
-                x = x + dense[index + 1]
+            if skip is not None:
+                x = x + skip
         return self.predict(x)
+
+    def predict_after(self, block: UpsampleBlock, x: torch.Tensor) -> torch.Tensor:
+        """``predict(block(x))``; the fast path keeps no copy of the block's
+        output (the input of its ``norm2`` is kept anyway)."""
+        x = block.convs(x)
+        if keeps_only_norm_input(block.norm2, self.predict, x):
+            return batch_norm_conv(x, block.norm2, self.predict)
+        return self.predict(block.norm2(x))

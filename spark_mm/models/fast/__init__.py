@@ -7,7 +7,10 @@ memory. A reader of the algorithm can skip this folder.
 - :mod:`.pointwise_block`: ConvNeXt blocks whose norm and MLP run on the rows;
 - :mod:`.resnet_rows`: ResNet bottlenecks whose 1x1 convs, BN, ReLU and
   shortcut run on the rows (only the 3x3 conv sees a map), stage by stage;
+- :mod:`.densify_projection`: the densify projection's backward on visible rows;
 - :mod:`.compact_saved_maps`: maps autograd keeps, stored as their rows;
 - :mod:`.fused_upsample`: the decoder's transposed conv and 3x3 conv as one map;
+- :mod:`.norm_act_conv`: the decoder's BN -> ReLU6 -> conv keeping only the
+  BN's input (the activation is recomputed in the backward);
 - :mod:`.relu6_inplace`: an in-place ReLU6 that keeps only its output.
 """

@@ -5,27 +5,92 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class _SubtractFrame(torch.autograd.Function):
-    """``y[:, :, (0, -1), :] -= rows; y[:, :, :, (0, -1)] -= cols``, in place.
+def _virtual_border(edges, up_w, up_b, conv_w):
+    """What the composed map counts in excess at the outermost output rows and
+    columns, from the input's edge rows and columns ``(top, bottom, left,
+    right)``: the rows over the full width including the virtual columns, the
+    columns over the real rows only (so the four corners count once)."""
+    top, bottom, left, right = edges
+    # Virtual upsampled rows -1 and 2H at columns -1 ... 2W (no padding),
+    # then conv taps u = 0 and 2 along them.
+    rows = torch.cat([
+        F.conv2d(F.conv_transpose2d(top, up_w[:, :, :1], up_b, stride=(1, 2)),
+                 conv_w[:, :, :1]),
+        F.conv2d(F.conv_transpose2d(bottom, up_w[:, :, 3:], up_b, stride=(1, 2)),
+                 conv_w[:, :, 2:])], 2)
+    # Virtual upsampled columns -1 and 2W at the real rows only (padding).
+    cols = torch.cat([
+        F.conv2d(F.conv_transpose2d(left, up_w[..., :1], up_b, stride=(2, 1),
+                                    padding=(1, 0)),
+                 conv_w[..., :1], padding=(1, 0)),
+        F.conv2d(F.conv_transpose2d(right, up_w[..., 3:], up_b, stride=(2, 1),
+                                    padding=(1, 0)),
+                 conv_w[..., 2:], padding=(1, 0))], 3)
+    return rows, cols
 
-    Autograd's own in-place slice updates copy the whole gradient of ``y``
-    once per update; this one passes it through."""
+
+def _edges(x):
+    return x[:, :, :1], x[:, :, -1:], x[..., :1], x[..., -1:]
+
+
+def _cast(tensor, dtype):
+    return None if tensor is None else tensor.to(dtype)
+
+
+class _ComposedMinusBorder(torch.autograd.Function):
+    """``conv_transpose2d(x, weight, bias, stride 2, padding 2)`` minus the
+    virtual border (:func:`_virtual_border`), in ``dtype``.
+
+    One op for autograd: the input gradient is the transposed conv's, with
+    the border's (thin slabs, through autograd) added into its edge rows and
+    columns in place; autograd's own slicing would build a zero map per edge
+    and add the four up.
+    """
 
     @staticmethod
-    def forward(ctx, y, rows, cols):
-        ctx.steps = (y.shape[2] - 1, y.shape[3] - 1)
-        ctx.dtypes = (rows.dtype, cols.dtype)
-        with torch.no_grad():
-            y[:, :, ::ctx.steps[0], :] -= rows
-            y[:, :, :, ::ctx.steps[1]] -= cols
-        ctx.mark_dirty(y)
+    def forward(ctx, x, weight, bias, up_w, up_b, conv_w, dtype):
+        with torch.autocast(x.device.type, enabled=False):
+            xc, wc = x.to(dtype), weight.to(dtype)
+            y = F.conv_transpose2d(xc, wc, _cast(bias, dtype), stride=2, padding=2)
+            rows, cols = _virtual_border(_edges(xc), up_w.to(dtype),
+                                         _cast(up_b, dtype), conv_w.to(dtype))
+            steps = (y.shape[2] - 1, y.shape[3] - 1)
+            y[:, :, ::steps[0], :] -= rows
+            y[:, :, :, ::steps[1]] -= cols
+        ctx.save_for_backward(x, weight, up_w, up_b, conv_w)
+        ctx.steps, ctx.dtype, ctx.has_bias = steps, dtype, bias is not None
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        grad_rows = -grad[:, :, ::ctx.steps[0], :].to(ctx.dtypes[0])
-        grad_cols = -grad[:, :, :, ::ctx.steps[1]].to(ctx.dtypes[1])
-        return grad, grad_rows, grad_cols
+        x, weight, up_w, up_b, conv_w = ctx.saved_tensors
+        dtype, steps = ctx.dtype, ctx.steps
+        needs = ctx.needs_input_grad
+        with torch.autocast(x.device.type, enabled=False):
+            grad = grad.to(dtype)
+            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x.to(dtype), weight.to(dtype),
+                [weight.shape[1]] if ctx.has_bias else None, [2, 2], [2, 2],
+                [1, 1], True, [0, 0], 1, [True, needs[1], needs[2] and ctx.has_bias])
+            with torch.enable_grad():
+                edges = [e.detach().to(dtype).requires_grad_() for e in _edges(x)]
+                params = [p.detach().to(dtype).requires_grad_() for p in (up_w, conv_w)]
+                bias = None if up_b is None else up_b.detach().to(dtype).requires_grad_()
+                rows, cols = _virtual_border(edges, params[0], bias, params[1])
+                inputs = edges + params + ([] if bias is None else [bias])
+                border_grads = torch.autograd.grad(
+                    (rows, cols), inputs,
+                    (-grad[:, :, ::steps[0], :], -grad[:, :, :, ::steps[1]]))
+        top, bottom, left, right = border_grads[:4]
+        grad_x[:, :, :1] += top
+        grad_x[:, :, -1:] += bottom
+        grad_x[..., :1] += left
+        grad_x[..., -1:] += right
+        grad_up_w, grad_conv_w = border_grads[4:6]
+        grad_up_b = None if up_b is None else border_grads[6].to(up_b.dtype)
+        return (grad_x.to(x.dtype), _cast(grad_w, weight.dtype),
+                grad_b if ctx.has_bias else None, grad_up_w.to(up_w.dtype),
+                grad_up_b, grad_conv_w.to(conv_w.dtype), None)
 
 
 def composed_upsample_conv(x: torch.Tensor, up: nn.ConvTranspose2d,
@@ -68,23 +133,12 @@ def composed_upsample_conv(x: torch.Tensor, up: nn.ConvTranspose2d,
         # Output layout as the modules' convolutions pick it: channels_last
         # where the input or the weight is.
         weight = weight.contiguous(memory_format=torch.channels_last)
-    y = F.conv_transpose2d(x, weight, bias, stride=2, padding=2)
-    # Virtual upsampled rows -1 and 2H at columns -1 ... 2W (no padding),
-    # then conv taps u = 0 and 2 along them.
-    rows = torch.cat([
-        F.conv2d(F.conv_transpose2d(x[:, :, :1], up_w[:, :, :1], up_b,
-                                    stride=(1, 2)), conv_w[:, :, :1]),
-        F.conv2d(F.conv_transpose2d(x[:, :, -1:], up_w[:, :, 3:], up_b,
-                                    stride=(1, 2)), conv_w[:, :, 2:])], 2)
-    # Virtual upsampled columns -1 and 2W at the real rows only (padding).
-    cols = torch.cat([
-        F.conv2d(F.conv_transpose2d(x[..., :1], up_w[..., :1], up_b,
-                                    stride=(2, 1), padding=(1, 0)),
-                 conv_w[..., :1], padding=(1, 0)),
-        F.conv2d(F.conv_transpose2d(x[..., -1:], up_w[..., 3:], up_b,
-                                    stride=(2, 1), padding=(1, 0)),
-                 conv_w[..., 2:], padding=(1, 0))], 3)
-    return _SubtractFrame.apply(y, rows, cols)
+    device = x.device.type
+    if torch.is_autocast_enabled(device):  # the dtype the modules would run in
+        dtype = torch.get_autocast_dtype(device)
+    else:
+        dtype = torch.promote_types(x.dtype, weight.dtype)
+    return _ComposedMinusBorder.apply(x, weight, bias, up_w, up_b, conv_w, dtype)
 
 
 # How many times the MACs that the composed map saves must exceed the MACs it
