@@ -74,6 +74,17 @@ def test_equal_to_modules_in_float64(channels_last, kernel, bias, momentum):
     assert norm.num_batches_tracked.item() == ref_norm.num_batches_tracked.item() == 2
 
 
+def test_without_running_statistics():
+    norm, conv, x, grad = _pair(True, torch.float64)
+    norm = nn.BatchNorm2d(6, track_running_stats=False).double()
+    ref_norm, ref_conv = copy.deepcopy(norm), copy.deepcopy(conv)
+    out, grads = _run(norm, conv, x, grad, fused=True)
+    ref, ref_grads = _run(ref_norm, ref_conv, x, grad, fused=False)
+    assert _rel(out, ref) < 1e-12
+    for ours, theirs in zip(grads, ref_grads):
+        assert _rel(ours, theirs) < 1e-12
+
+
 def test_clipped_region_is_exercised():
     """The check above means something only if ReLU6 clips at 0 and at 6."""
     norm, conv, x, _ = _pair(False, torch.float64)
