@@ -113,7 +113,12 @@ def count_rows_blocks(model, monkeypatch):
     return calls
 
 
-def test_rows_path_equals_dense_sparse_path_in_float64(monkeypatch):
+@pytest.mark.parametrize('gather_convs', [True, False])
+def test_rows_path_equals_dense_sparse_path_in_float64(gather_convs, monkeypatch):
+    """3x3 convs as gather + matrix product (what the measured rule picks at
+    this size) or on the scattered map (what it picks at larger maps)."""
+    if not gather_convs:
+        monkeypatch.setattr(resnet_rows, 'gather_is_cheaper', lambda *args: False)
     model = build()
     ref = dense_copy(model)
     images, active = data()
@@ -129,9 +134,7 @@ def test_rows_path_equals_dense_sparse_path_in_float64(monkeypatch):
                             (lambda name, apply: lambda *args: convs.append(name)
                              or apply(*args))(name, apply))
     loss, pred = step(model, images, active)
-    # 3x3 convs at 24 and 12 px run densely, at 6 and 3 px (stride 2 included)
-    # as gather + matrix product.
-    assert convs == ['_SparseConvRows'] * 7 + ['SparseConvGather'] * 9
+    assert convs == ['SparseConvGather' if gather_convs else '_SparseConvRows'] * 16
     # A map is gathered only where no rows are known: the stem's conv output.
     # The first stage takes the stem's rows, each stage the previous stage's
     # (its strided shortcut samples them), and so do the densify step's norms.
