@@ -40,21 +40,34 @@ class _MaxPoolRows(torch.autograd.Function):
     """Max over each output's window of non-negative ``rows``.
 
     ``window`` (n_out, K): row numbers each output reads, ``n_in`` for a zero
-    (see :func:`.neighbour_rows.window_rows`). Keeps the (n_out, C) row
-    numbers of the maxima for the backward, which sums each output's gradient
-    into the row it came from.
+    (see :func:`.neighbour_rows.window_rows`). The taps are read one at a
+    time into (n_out, C) (a (n_out, K, C) stack costs more to allocate and
+    reduce). The tap of each maximum is tracked as the last tap that raised
+    the running maximum strictly, i.e. the first maximum in tap order (the
+    dense kernel's choice), as the largest ``k * [tap k raised it]`` (uint8,
+    cheap elementwise maxima). The backward sums each output's gradient into
+    the row that tap read.
     """
 
     @staticmethod
     def forward(ctx, rows, window):
-        values, which = with_zero_row(rows)[window].max(dim=1)  # first maximum
-        ctx.save_for_backward(torch.gather(window, 1, which))
+        padded = with_zero_row(rows)
+        values = padded.index_select(0, window[:, 0])
+        which = torch.zeros(values.shape, dtype=torch.uint8, device=values.device)
+        raised = torch.empty_like(which)
+        for tap in range(1, window.shape[1]):
+            candidate = padded.index_select(0, window[:, tap])
+            torch.gt(candidate, values, out=raised)
+            torch.maximum(which, raised.mul_(tap), out=which)
+            torch.maximum(values, candidate, out=values)
+        ctx.save_for_backward(window, which)
         ctx.num_rows = rows.shape[0]
         return values
 
     @staticmethod
     def backward(ctx, grad_out):
-        source, = ctx.saved_tensors
+        window, which = ctx.saved_tensors
+        source = torch.gather(window, 1, which.long())
         grad_rows = grad_out.new_zeros(ctx.num_rows + 1, grad_out.shape[1])
         grad_rows.scatter_add_(0, source, grad_out.contiguous())
         return grad_rows[:ctx.num_rows], None
@@ -78,9 +91,11 @@ class _PoolGeometry:
 
 
 def _is_rows_max_pool(pool) -> bool:
+    kernel = _pair(pool.kernel_size)
     return (isinstance(pool, SparseMixin) and _dense_class(pool) is nn.MaxPool2d
             and _pair(pool.dilation) == (1, 1) and not pool.ceil_mode
-            and not pool.return_indices)
+            and not pool.return_indices
+            and kernel[0] * kernel[1] <= 256)  # taps counted in uint8
 
 
 class SparseResNetRowsMixin(SparseMixin):
