@@ -15,9 +15,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from spark_mm.models.fast import resnet_rows
+from spark_mm.models.fast import resnet_rows, visible_rows
 from spark_mm.models.fast.resnet_rows import (SparseBottleneckRowsMixin,
                                               SparseResLayerRowsMixin)
+from spark_mm.models.fast.resnet_stem_rows import SparseResNetRowsMixin
 from spark_mm.registry import MODELS
 
 SIZE, BATCH = 96, 4  # a 3x3 patch grid
@@ -51,10 +52,10 @@ def build(size=SIZE, depth=50, norm='BN', drop_path_rate=0.3, channels_last=True
 
 
 def dense_copy(model):
-    """``model`` with every bottleneck on the dense sparse path."""
+    """``model`` with every bottleneck and the stem on the dense sparse path."""
     ref = copy.deepcopy(model)
     for module in ref.modules():
-        if isinstance(module, SparseBottleneckRowsMixin):
+        if isinstance(module, (SparseBottleneckRowsMixin, SparseResNetRowsMixin)):
             module.rows_path = False
     return ref
 
@@ -112,19 +113,32 @@ def count_rows_blocks(model, monkeypatch):
     return calls
 
 
-def test_rows_path_equals_dense_sparse_path_in_float64(monkeypatch):
+@pytest.mark.parametrize('gather_convs', [True, False])
+def test_rows_path_equals_dense_sparse_path_in_float64(gather_convs, monkeypatch):
+    """3x3 convs as gather + matrix product (what the measured rule picks at
+    this size) or on the scattered map (what it picks at larger maps)."""
+    if not gather_convs:
+        monkeypatch.setattr(resnet_rows, 'gather_is_cheaper', lambda *args: False)
     model = build()
     ref = dense_copy(model)
     images, active = data()
     calls = count_rows_blocks(model, monkeypatch)
     gathers = []
-    gather = resnet_rows.gather_rows
-    monkeypatch.setattr(resnet_rows, 'gather_rows',
-                        lambda x, index: gathers.append(x.shape) or gather(x, index))
+    gather = visible_rows._GatherRows.apply
+    monkeypatch.setattr(visible_rows._GatherRows, 'apply',
+                        lambda x, index: gathers.append(tuple(x.shape)) or gather(x, index))
+    convs = []
+    for name in ('_SparseConvRows', 'SparseConvGather'):
+        apply = getattr(resnet_rows, name).apply
+        monkeypatch.setattr(getattr(resnet_rows, name), 'apply',
+                            (lambda name, apply: lambda *args: convs.append(name)
+                             or apply(*args))(name, apply))
     loss, pred = step(model, images, active)
-    # One gather of the first stage's input, then the strided shortcuts' inputs
-    # of stages 2-4; each stage takes the previous stage's rows as they are.
-    assert len(gathers) == 4
+    assert convs == ['SparseConvGather' if gather_convs else '_SparseConvRows'] * 16
+    # A map is gathered only where no rows are known: the stem's conv output.
+    # The first stage takes the stem's rows, each stage the previous stage's
+    # (its strided shortcut samples them), and so do the densify step's norms.
+    assert gathers == [(BATCH, 8, SIZE // 2, SIZE // 2)]
     blocks = [m for m in model.modules() if isinstance(m, SparseBottleneckRowsMixin)]
     assert len(calls) == len(blocks) == 16
     assert any(b.downsample is not None and b.conv2.stride == (2, 2) for b in blocks)

@@ -66,9 +66,10 @@ class SparK(BaseSelfSupervisor):
             autograd keeps for the backward are stored as their visible rows
             only (checked to be zero elsewhere), 40% of the memory at the
             default mask ratio; the same results.
-        rows_blocks: compute mmpretrain ResNet bottlenecks on the visible
-            positions only when training with channels_last maps
-            (:mod:`spark_mm.models.fast.resnet_rows`); the same results.
+        rows_blocks: compute mmpretrain ResNet bottlenecks and stem on the
+            visible positions only when training with channels_last maps
+            (:mod:`spark_mm.models.fast.resnet_rows`,
+            :mod:`spark_mm.models.fast.resnet_stem_rows`); the same results.
     """
 
     def __init__(self,

@@ -12,7 +12,10 @@ rows alone. This module runs a whole block that way:
   of the visible positions, i.e. sparse BN, SyncBN included), ReLU;
 - scatter into a zero channels_last map only for conv2 (3x3, stride 1 or 2),
   gather its output at the visible positions of the output resolution (the
-  coarser mask after a stride-2 conv: the sparse conv's re-masking);
+  coarser mask after a stride-2 conv: the sparse conv's re-masking); on
+  small maps, where that is faster, each visible output's 3x3 window is
+  gathered from the rows instead and multiplied by the weight
+  (:mod:`.gather_conv`);
 - BN, ReLU, conv3 (1x1), BN on rows; the shortcut on rows too: the input rows,
   or the downsample's strided 1x1 conv on the input rows at the positions the
   stride samples (the output mask's positions), then its BN over them;
@@ -34,12 +37,13 @@ types, timm's post-norm activations) run the dense sparse block.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..sparse.batch_norm import SparseBatchNormMixin
 from ..sparse.bn_statistics import has_post_norm
 from ..sparse.remask import SparseMixin
-from .visible_rows import (gather_rows, rows_batch_norm, rows_view,
+from .gather_conv import SparseConvGather, gather_is_cheaper
+from .neighbour_rows import window_rows
+from .visible_rows import (gather_rows, rows_batch_norm, rows_of, rows_view,
                            scatter_rows, scatter_rows_into_zeros)
 
 
@@ -78,6 +82,22 @@ class _SparseConvRows(torch.autograd.Function):
             grad_rows_in = (rows_view(grad_x).index_select(0, index_in)
                             if needs[0] else None)
         return grad_rows_in, grad_weight, None, None, None, None
+
+
+def _sparse_conv_rows(conv, rows, index_in, index_out, in_shape, out_hw, context):
+    """``conv`` (no bias) on rows: gather + matrix product where that is
+    faster (:func:`.gather_conv.gather_is_cheaper`), else the dense conv."""
+    weight = conv.weight.to(rows.dtype)
+    if not gather_is_cheaper(out_hw, conv.groups):
+        return _SparseConvRows.apply(rows, weight, index_in, index_out, in_shape, conv)
+    batch, _, height, width = in_shape
+    geometry = (tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding),
+                tuple(conv.dilation))
+    window = context.cached(
+        ('conv window', height, width) + geometry,
+        lambda: window_rows(index_in, index_out, (batch, height, width), out_hw,
+                            *geometry))
+    return SparseConvGather.apply(rows, weight, window)
 
 
 # ---- the block ---------------------------------------------------------------------
@@ -175,8 +195,9 @@ class SparseBottleneckRowsMixin(SparseMixin):
         out_w = (width + 2 * conv2.padding[1] - conv2.dilation[1]
                  * (conv2.kernel_size[1] - 1) - 1) // conv2.stride[1] + 1
         index_out = self.sparse_context.visible_rows(out_h, out_w)
-        out = _SparseConvRows.apply(out, conv2.weight.to(out.dtype), index_in, index_out,
-                                    (batch, mid, height, width), conv2)
+        out = _sparse_conv_rows(conv2, out, index_in, index_out,
+                                (batch, mid, height, width), (out_h, out_w),
+                                self.sparse_context)
         if conv2.bias is not None:
             out = out + conv2.bias
         out = F.relu(rows_batch_norm(self.norm2, out), inplace=True)
@@ -204,11 +225,10 @@ class SparseBottleneckRowsMixin(SparseMixin):
             else:
                 # A strided 1x1 conv reads the input at the positions it
                 # samples: the output mask's visible positions (a coarse
-                # visible position samples a visible fine one).
+                # visible position samples a visible fine one), taken from
+                # the input rows (index_in is sorted).
                 fine = _strided_rows(index_out, in_shape, out_shape, stride)
-                if x is None:
-                    raise RuntimeError('a strided shortcut needs the input map')
-                rows = gather_rows(x, fine)
+                rows = rows_in.index_select(0, torch.searchsorted(index_in, fine))
             return rows_batch_norm(norm, _pointwise(rows, conv))
         if x is None:
             raise RuntimeError('this shortcut needs the input map')
@@ -227,18 +247,13 @@ class SparseBottleneckRowsMixin(SparseMixin):
             0, index.div(positions, rounding_mode='floor'))
 
 
-# Stage outputs scattered from rows -> (version, rows, index): the next stage
-# takes those rows instead of gathering them again (the same values; one
-# tensor kept for the backward instead of two).
-_ROWS_OF_MAP = WeakTensorKeyDictionary()
-
-
 class SparseResLayerRowsMixin(SparseMixin):
     """A ResNet ``ResLayer`` (a stage of blocks) handing rows block to block.
 
     When every block takes the rows path, the stage gathers the visible rows
     of its input once (or takes the rows the previous stage scattered into
-    it) and scatters its output once.
+    it) and scatters its output once, remembering its rows for the next
+    stage and the densify step's norm.
     """
 
     def forward(self, x):
@@ -249,13 +264,9 @@ class SparseResLayerRowsMixin(SparseMixin):
             return super().forward(x)
         shape = tuple(x.shape)
         index = self.sparse_context.visible_rows(*shape[-2:])
-        version, rows, rows_index = _ROWS_OF_MAP.get(x, (None, None, None))
-        if not (version == x._version and rows_index is index):
-            rows = gather_rows(x, index)
+        rows = rows_of(x, index)
         map_in = x
         for block in blocks:
             rows, index, shape = block.forward_rows(rows, index, shape, map_in)
             map_in = None
-        out = scatter_rows(rows, index, shape)
-        _ROWS_OF_MAP[out] = (out._version, rows, index)
-        return out
+        return scatter_rows(rows, index, shape, remember=True)

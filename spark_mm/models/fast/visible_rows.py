@@ -8,6 +8,7 @@ ratio. Results equal the plain definitions in :mod:`spark_mm.models.sparse`.
 """
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..sparse.bn_statistics import (batch_norm_backward, combine_moments,
                                     row_moments, sync_group,
@@ -68,8 +69,30 @@ def gather_rows(x, index):
     return _GatherRows.apply(x, index)
 
 
-def scatter_rows(rows, index, shape):
-    return _ScatterRows.apply(rows, index, tuple(shape))
+def scatter_rows(rows, index, shape, remember=False):
+    """``rows`` scattered into a zero map; ``remember``: later :func:`rows_of`
+    calls on that map take ``rows`` instead of gathering them again."""
+    out = _ScatterRows.apply(rows, index, tuple(shape))
+    if remember:
+        _ROWS_OF_MAP[out] = (out._version, rows, index)
+    return out
+
+
+# Maps scattered from rows -> (version, rows, index). Taking the rows instead
+# of gathering them from the map gives the same values, and the gradient flows
+# into the rows directly: no map-sized zero fill, scatter and sum of map
+# gradients in the backward, and one tensor kept instead of two.
+_ROWS_OF_MAP = WeakTensorKeyDictionary()
+
+
+def rows_of(x, index):
+    """The rows ``index`` of the channels_last map ``x``: the rows it was
+    scattered from (``scatter_rows(..., remember=True)``, not modified
+    since), else gathered."""
+    version, rows, rows_index = _ROWS_OF_MAP.get(x, (None, None, None))
+    if version == x._version and rows_index is index:
+        return rows
+    return gather_rows(x, index)
 
 
 # ---- batch norm on rows ---------------------------------------------------------
@@ -130,7 +153,8 @@ def visible_rows_batch_norm(bn, x, index):
     The fast path of sparse BN: the visible positions are gathered once as
     (n, C) rows, normalized as rows (:func:`rows_batch_norm`; only the rows are
     kept for the backward, 40% of the map at the default mask ratio) and
-    scattered back into zeros.
+    scattered back into zeros. A map scattered from known rows (a ResNet
+    stage's output) hands over those rows.
     """
-    return scatter_rows(rows_batch_norm(bn, gather_rows(x, index)), index,
+    return scatter_rows(rows_batch_norm(bn, rows_of(x, index)), index,
                         x.shape)

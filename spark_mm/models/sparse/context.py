@@ -101,6 +101,14 @@ class SparseContext:
                                    .flatten().nonzero().squeeze(1))
         return self._expanded[key]
 
+    def cached(self, key, compute):
+        """``compute()``, once per active mask: for index tensors that layers
+        derive from the mask (e.g. the rows a pooling window reads)."""
+        key = ('derived', key)
+        if key not in self._expanded:
+            self._expanded[key] = compute()
+        return self._expanded[key]
+
     def visible_count(self, height: int, width: int) -> torch.Tensor:
         """Number of visible positions at ``height x width`` (a 0-dim tensor)."""
         key = ('count', height, width)

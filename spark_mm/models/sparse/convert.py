@@ -15,6 +15,7 @@ from ...errors import SparKInputError, UnsupportedLayerError
 from ..fast.pointwise_block import SparsePointwiseBlockMixin
 from ..fast.resnet_rows import (SparseBottleneckRowsMixin,
                                 SparseResLayerRowsMixin)
+from ..fast.resnet_stem_rows import SparseResNetRowsMixin
 from .batch_norm import SparseBatchNormMixin
 from .context import SparseContext
 from .remask import SparseMixin, SparseRemaskMixin
@@ -68,6 +69,8 @@ def _conversion_for(module: nn.Module) -> Optional[Tuple[type, bool]]:
         return SparseBottleneckRowsMixin, False
     if _is_resnet_part(module, 'ResLayer'):
         return SparseResLayerRowsMixin, False
+    if _is_resnet_part(module, 'ResNet'):
+        return SparseResNetRowsMixin, False
     return None
 
 
@@ -76,7 +79,8 @@ _RESNET_MODULES = ('mmpretrain.models.backbones.resnet',
 
 
 def _is_resnet_part(module: nn.Module, name: str) -> bool:
-    """mmpretrain's / mmdet's ResNet ``Bottleneck`` or ``ResLayer`` (not subclasses)."""
+    """mmpretrain's / mmdet's ResNet ``Bottleneck``, ``ResLayer`` or ``ResNet``
+    (not subclasses)."""
     return (type(module).__name__ == name
             and type(module).__module__ in _RESNET_MODULES)
 
@@ -108,8 +112,9 @@ def sparsify(module: nn.Module, context: SparseContext,
 
     ``sync_bn`` turns every BatchNorm2d into a (sparse) SyncBN, for backbones
     that cannot be configured with one (e.g. timm's). Its state is unchanged.
-    ``rows_blocks`` computes mmpretrain's / mmdet's ResNet bottlenecks on the visible
-    rows (:mod:`spark_mm.models.fast.resnet_rows`); False keeps them dense
+    ``rows_blocks`` computes mmpretrain's / mmdet's ResNet bottlenecks and
+    stem on the visible rows (:mod:`spark_mm.models.fast.resnet_rows`,
+    :mod:`spark_mm.models.fast.resnet_stem_rows`); False keeps them dense
     with sparse layers. The results are the same.
 
     Raises :class:`UnsupportedLayerError` listing every layer that cannot be
@@ -137,7 +142,7 @@ def sparsify(module: nn.Module, context: SparseContext,
             child.sparse_context = context
             if mixin is SparseRemaskMixin:
                 child.sparse_channels_last = channels_last
-            if mixin is SparseBottleneckRowsMixin:
+            if mixin in (SparseBottleneckRowsMixin, SparseResNetRowsMixin):
                 child.rows_path = rows_blocks
             converted.append(full_name)
         elif not list(child.children()) and not _is_positionwise(child):
