@@ -41,8 +41,10 @@ def test_demo_pretraining_lowers_the_loss_and_exports_the_backbone(tmp_path):
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
 
     dense = MODELS.build(dict(type='ResNet', depth=18, out_indices=(0, 1, 2, 3)))
-    exported = torch.load(work_dir / 'backbone.pth', map_location='cpu')['state_dict']
+    saved = torch.load(work_dir / 'backbone.pth', map_location='cpu')
+    exported = saved['state_dict']
     dense.load_state_dict(exported, strict=True)
+    assert saved['meta']['backbone'] == type(dense).__name__  # the dense class
     trained = torch.load(work_dir / 'epoch_4.pth', map_location='cpu',
                          weights_only=False)['state_dict']
     assert torch.equal(exported['layer4.1.conv2.weight'],

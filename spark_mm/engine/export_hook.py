@@ -6,6 +6,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from ..checkpoint.backbone import save_backbone
+from ..models.sparse.convert import dense_class_of
 from ..registry import HOOKS
 
 
@@ -31,5 +32,5 @@ class ExportBackboneHook(Hook):
         path = save_backbone(
             state_dict, osp.join(runner.work_dir, self.filename),
             meta=dict(epoch=runner.epoch, iter=runner.iter,
-                      backbone=type(model.backbone).__name__))
+                      backbone=dense_class_of(type(model.backbone)).__name__))
         runner.logger.info(f'backbone weights (dense naming) saved to {path}')

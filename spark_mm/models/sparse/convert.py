@@ -44,6 +44,15 @@ def sparse_class_of(dense_class: type, mixin: type) -> type:
     return _sparse_classes[key]
 
 
+def dense_class_of(module_class: type) -> type:
+    """The original class of a class made by :func:`sparse_class_of` (any
+    other class: itself), e.g. for metadata that names the architecture."""
+    for (dense_class, _), sparse_class in _sparse_classes.items():
+        if sparse_class is module_class:
+            return dense_class
+    return module_class
+
+
 def _is_channels_first_norm(module: nn.LayerNorm) -> bool:
     data_format = getattr(module, 'data_format', None)
     if data_format is not None:
