@@ -19,8 +19,8 @@ import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.checkpoint.loading import allow_mmengine_checkpoints  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
-from tools.common.run_config import (load_tool_config,  # noqa: E402
-                                     parse_tool_args, start_cpu_distributed)
+from tools.common.run_config import (  # noqa: E402
+    finish_distributed, load_tool_config, parse_tool_args, start_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -75,6 +75,7 @@ def run_test(args):
     if runner.rank == 0:
         print('metrics: ' + ', '.join(f'{key}={value}'
                                       for key, value in metrics.items()))
+    finish_distributed()
     return metrics
 
 

@@ -28,8 +28,9 @@ from spark_mm.checkpoint.loading import (  # noqa: E402
 from spark_mm.datasets import check_data_roots  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
-from tools.common.run_config import (enable_amp, load_tool_config,  # noqa: E402
-                                     parse_tool_args, start_cpu_distributed)
+from tools.common.run_config import (  # noqa: E402
+    enable_amp, finish_distributed, load_tool_config, parse_tool_args,
+    start_cpu_distributed)
 
 
 def parse_args():
@@ -100,6 +101,7 @@ def train(cfg):
     if runner.rank == 0 and osp.isfile(last):
         with open(last) as f:
             print(f'checkpoint: {f.read().strip()}')
+    finish_distributed()
 
 
 def main():

@@ -97,3 +97,14 @@ def start_cpu_distributed(cfg: Config) -> None:
     if cfg.launcher != 'none' and not torch.cuda.is_available():
         init_cpu_distributed(cfg.launcher,
                              **cfg.get('env_cfg', {}).get('dist_cfg', {}))
+
+
+def finish_distributed() -> None:
+    """End a launched run's process group on every rank together: a barrier,
+    then ``destroy_process_group``. Left to interpreter exit, a rank that
+    leaves while gloo's threads still serve another can abort ("terminate
+    called without an active exception")."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
