@@ -15,5 +15,6 @@ memory. A reader of the algorithm can skip this folder.
 - :mod:`.fused_upsample`: the decoder's transposed conv and 3x3 conv as one map;
 - :mod:`.norm_act_conv`: the decoder's BN -> ReLU6 -> conv keeping only the
   BN's input (the activation is recomputed in the backward);
+- :mod:`.conv_dtype`: the dtype the hand-written conv ops above run in;
 - :mod:`.relu6_inplace`: an in-place ReLU6 that keeps only its output.
 """

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .conv_dtype import cast_optional, conv_compute_dtype
 from .visible_rows import rows_layout, rows_view, scatter_rows_into_zeros
 
 
@@ -61,10 +62,6 @@ def tap_targets(index: torch.Tensor, batch: int, height: int, width: int,
     return torch.where(inside, flat, batch * plane).reshape(len(index), -1)
 
 
-def _cast(tensor, dtype):
-    return None if tensor is None else tensor.to(dtype)
-
-
 class _DensifyProjection(torch.autograd.Function):
 
     @staticmethod
@@ -72,7 +69,7 @@ class _DensifyProjection(torch.autograd.Function):
         kernel = weight.shape[-1]
         with torch.autocast(feature.device.type, enabled=False):
             dense = torch.where(active, feature, token.to(feature.dtype))
-            out = F.conv2d(dense.to(dtype), weight.to(dtype), _cast(bias, dtype),
+            out = F.conv2d(dense.to(dtype), weight.to(dtype), cast_optional(bias, dtype),
                            padding=kernel // 2)
         rows = rows_view(feature).index_select(0, index)
         ctx.save_for_backward(rows, token, weight, active, index)
@@ -122,10 +119,6 @@ def densify_projection(feature: torch.Tensor, active: torch.Tensor,
 
     Under autocast the conv runs in the autocast dtype, as ``conv`` would.
     """
-    device = feature.device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-    else:
-        dtype = torch.promote_types(feature.dtype, conv.weight.dtype)
     return _DensifyProjection.apply(feature, token, conv.weight, conv.bias,
-                                    active, index, dtype)
+                                    active, index,
+                                    conv_compute_dtype(feature, conv.weight))

@@ -4,6 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .conv_dtype import cast_optional, conv_compute_dtype
+
 
 def _virtual_border(edges, up_w, up_b, conv_w):
     """What the composed map counts in excess at the outermost output rows and
@@ -33,10 +35,6 @@ def _edges(x):
     return x[:, :, :1], x[:, :, -1:], x[..., :1], x[..., -1:]
 
 
-def _cast(tensor, dtype):
-    return None if tensor is None else tensor.to(dtype)
-
-
 class _ComposedMinusBorder(torch.autograd.Function):
     """``conv_transpose2d(x, weight, bias, stride 2, padding 2)`` minus the
     virtual border (:func:`_virtual_border`), in ``dtype``.
@@ -51,9 +49,9 @@ class _ComposedMinusBorder(torch.autograd.Function):
     def forward(ctx, x, weight, bias, up_w, up_b, conv_w, dtype):
         with torch.autocast(x.device.type, enabled=False):
             xc, wc = x.to(dtype), weight.to(dtype)
-            y = F.conv_transpose2d(xc, wc, _cast(bias, dtype), stride=2, padding=2)
+            y = F.conv_transpose2d(xc, wc, cast_optional(bias, dtype), stride=2, padding=2)
             rows, cols = _virtual_border(_edges(xc), up_w.to(dtype),
-                                         _cast(up_b, dtype), conv_w.to(dtype))
+                                         cast_optional(up_b, dtype), conv_w.to(dtype))
             steps = (y.shape[2] - 1, y.shape[3] - 1)
             y[:, :, ::steps[0], :] -= rows
             y[:, :, :, ::steps[1]] -= cols
@@ -88,7 +86,7 @@ class _ComposedMinusBorder(torch.autograd.Function):
         grad_x[..., -1:] += right
         grad_up_w, grad_conv_w = border_grads[4:6]
         grad_up_b = None if up_b is None else border_grads[6].to(up_b.dtype)
-        return (grad_x.to(x.dtype), _cast(grad_w, weight.dtype),
+        return (grad_x.to(x.dtype), cast_optional(grad_w, weight.dtype),
                 grad_b if ctx.has_bias else None, grad_up_w.to(up_w.dtype),
                 grad_up_b, grad_conv_w.to(conv_w.dtype), None)
 
@@ -133,12 +131,8 @@ def composed_upsample_conv(x: torch.Tensor, up: nn.ConvTranspose2d,
         # Output layout as the modules' convolutions pick it: channels_last
         # where the input or the weight is.
         weight = weight.contiguous(memory_format=torch.channels_last)
-    device = x.device.type
-    if torch.is_autocast_enabled(device):  # the dtype the modules would run in
-        dtype = torch.get_autocast_dtype(device)
-    else:
-        dtype = torch.promote_types(x.dtype, weight.dtype)
-    return _ComposedMinusBorder.apply(x, weight, bias, up_w, up_b, conv_w, dtype)
+    return _ComposedMinusBorder.apply(x, weight, bias, up_w, up_b, conv_w,
+                                      conv_compute_dtype(x, weight))
 
 
 # How many times the MACs that the composed map saves must exceed the MACs it

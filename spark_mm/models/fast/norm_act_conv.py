@@ -19,13 +19,12 @@ Covers a training-mode ``BatchNorm2d`` / single-process ``SyncBatchNorm``
 (the statistics of this process's batch); anything else (eval mode, SyncBN
 across ranks, other norms, timm's norm-act layers) takes the plain modules.
 """
-from typing import Optional
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..sparse.bn_statistics import has_post_norm, sync_group
+from .conv_dtype import cast_optional, conv_compute_dtype
 
 
 def keeps_only_norm_input(norm: nn.Module, conv: nn.Module,
@@ -60,10 +59,6 @@ def _activation(x, weight, bias, running_mean, running_var, momentum, eps,
     return (out.clamp_(0.0, 6.0) if relu6 else out), mean, invstd
 
 
-def _cast(tensor: Optional[torch.Tensor], dtype):
-    return None if tensor is None else tensor.to(dtype)
-
-
 class _BatchNormActConv(torch.autograd.Function):
 
     @staticmethod
@@ -76,7 +71,7 @@ class _BatchNormActConv(torch.autograd.Function):
             a, _, _ = _activation(x, norm_weight, norm_bias, *running,
                                   momentum, norm.eps, relu6)
             out = F.conv2d(a.to(conv_dtype), conv_weight.to(conv_dtype),
-                           _cast(conv_bias, conv_dtype), conv.stride,
+                           cast_optional(conv_bias, conv_dtype), conv.stride,
                            conv.padding, conv.dilation, conv.groups)
         ctx.save_for_backward(x, norm_weight, norm_bias, conv_weight)
         ctx.settings = (conv.stride, conv.padding, conv.dilation, conv.groups)
@@ -110,17 +105,9 @@ class _BatchNormActConv(torch.autograd.Function):
                 [needs[0], needs[1] and norm_weight is not None,
                  needs[2] and norm_bias is not None])
         return (grad_x, grad_norm_w, grad_norm_b,
-                _cast(grad_conv_w, conv_weight.dtype),
+                cast_optional(grad_conv_w, conv_weight.dtype),
                 grad_conv_b if ctx.has_conv_bias else None,
                 None, None, None, None)
-
-
-def _conv_dtype(x: torch.Tensor, conv: nn.Conv2d) -> torch.dtype:
-    """Under autocast the conv runs in the autocast dtype, as ``conv`` would."""
-    device = x.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return torch.promote_types(x.dtype, conv.weight.dtype)
 
 
 def batch_norm_relu6_conv(x: torch.Tensor, norm: nn.Module,
@@ -129,7 +116,7 @@ def batch_norm_relu6_conv(x: torch.Tensor, norm: nn.Module,
     :func:`keeps_only_norm_input`): the same values, gradients and running
     statistics as the modules, keeping only ``x`` for the backward."""
     return _BatchNormActConv.apply(x, norm.weight, norm.bias, conv.weight,
-                                   conv.bias, norm, conv, _conv_dtype(x, conv),
+                                   conv.bias, norm, conv, conv_compute_dtype(x, conv.weight),
                                    True)
 
 
@@ -137,5 +124,5 @@ def batch_norm_conv(x: torch.Tensor, norm: nn.Module,
                     conv: nn.Conv2d) -> torch.Tensor:
     """``conv(norm(x))``, the same way (no activation between)."""
     return _BatchNormActConv.apply(x, norm.weight, norm.bias, conv.weight,
-                                   conv.bias, norm, conv, _conv_dtype(x, conv),
+                                   conv.bias, norm, conv, conv_compute_dtype(x, conv.weight),
                                    False)

@@ -72,8 +72,8 @@ class _SparseConvRows(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.settings
         with torch.autocast(grad_rows.device.type, enabled=False):
             x = scatter_rows_into_zeros(rows, index_in, ctx.in_shape)
-            grad_out = scatter_rows_into_zeros(grad_rows.contiguous().to(rows.dtype),
-                                     index_out, ctx.out_shape)
+            grad_out = scatter_rows_into_zeros(
+                grad_rows.contiguous().to(rows.dtype), index_out, ctx.out_shape)
             needs = ctx.needs_input_grad
             grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
                 grad_out, x, weight, None, stride, padding, dilation, False,
@@ -137,6 +137,15 @@ def _strided_rows(index_out, in_shape, out_shape, stride):
     return (batch * height + row * stride[0]) * width + col * stride[1]
 
 
+def trains_on_rows(module, x) -> bool:
+    """Whether a rows-path ``module`` (``rows_path`` set by the conversion)
+    should take that path for ``x``: training with a mask active, on a
+    channels_last map."""
+    return (module.rows_path and module.training and module.sparse_active
+            and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
 class SparseBottleneckRowsMixin(SparseMixin):
     """mmpretrain's (or mmdet's) ``Bottleneck`` on visible rows; see the module docstring."""
 
@@ -152,10 +161,7 @@ class SparseBottleneckRowsMixin(SparseMixin):
         return self._rows_forward(x)
 
     def _takes_rows_path(self, x) -> bool:
-        return (self.rows_path and self.training and self.sparse_active
-                and x.dim() == 4
-                and x.is_contiguous(memory_format=torch.channels_last)
-                and self.supports_rows())
+        return trains_on_rows(self, x) and self.supports_rows()
 
     def supports_rows(self) -> bool:
         """Whether this block's layers are the ones the rows path computes."""

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from ..sparse.remask import SparseMixin
 from .neighbour_rows import window_rows, with_zero_row
-from .resnet_rows import _dense_class, _is_rows_conv, _is_rows_norm
+from .resnet_rows import (_dense_class, _is_rows_conv, _is_rows_norm,
+                          trains_on_rows)
 from .visible_rows import gather_rows, rows_batch_norm, scatter_rows
 
 
@@ -117,10 +118,7 @@ class SparseResNetRowsMixin(SparseMixin):
         return tuple(outs)
 
     def _stem_takes_rows(self, x) -> bool:
-        return (self.rows_path and self.training and self.sparse_active
-                and x.dim() == 4
-                and x.is_contiguous(memory_format=torch.channels_last)
-                and self.stem_supports_rows())
+        return trains_on_rows(self, x) and self.stem_supports_rows()
 
     def stem_supports_rows(self) -> bool:
         """Whether the stem is the conv, BN, ReLU, max pool this path computes."""
