@@ -8,6 +8,7 @@ register themselves in mmdet's / mmseg's registries when their configs import
 from .version import __version__
 from . import registry  # noqa: F401  (first: makes mmpretrain's registries complete)
 from . import checkpoint, datasets, engine, models  # noqa: F401,E402
+from .models import fast  # noqa: F401,E402  (registers the fast-path plug-in)
 from .errors import CheckpointError, SparKInputError  # noqa: E402
 
 __all__ = ['__version__', 'CheckpointError', 'SparKInputError']

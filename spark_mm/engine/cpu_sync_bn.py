@@ -14,7 +14,7 @@ from typing import Dict
 import torch.nn as nn
 
 from ..models.sparse import SparseMixin
-from ..models.sparse.batch_norm import masked_batch_norm
+from ..models.sparse.batch_norm import map_batch_norm
 from ..models.sparse.bn_statistics import post_norm, sync_group
 
 _cpu_classes: Dict[type, type] = {}
@@ -31,7 +31,7 @@ class CPUSyncBatchNormMixin:
         if group is None:  # what SyncBN computes in a single process
             out = nn.BatchNorm2d.forward(self, x)
         else:
-            out = masked_batch_norm(self, x, None, None, group)
+            out = map_batch_norm(self, x)
         return post_norm(self, out)
 
 

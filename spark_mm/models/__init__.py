@@ -1,7 +1,7 @@
 """The SparK algorithm: the model (:mod:`.spark`), the sparse encoder made
 from any dense CNN (:mod:`.sparse`), densify step, decoder, reconstruction
-head, mask generator and backbone probing; the speed work lives in
-:mod:`.fast`."""
+head, mask generator and backbone probing. It imports nothing from
+:mod:`.fast`, the speed work, which plugs into it (``SparK(fast_path=...)``)."""
 from .decoder import LightUNetDecoder
 from .densify import Densifier
 from .head import SparKReconstructionHead, patchify, unpatchify

@@ -13,7 +13,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 
-from .fast.densify_projection import densify_projection, projects_visible_rows
 from .norms import build_norm
 from .sparse import SparseContext
 from .sparse.context import expand_mask
@@ -70,14 +69,8 @@ class Densifier(nn.Module):
             feature = self.norms[scale](feature)
             height, width = feature.shape[-2:]
             active = expand_mask(active_b1hw, height, width)
-            token, projection = self.mask_tokens[scale], self.projections[scale]
-            if projects_visible_rows(projection, feature):
-                # the same maths; the backward on visible rows (fast path)
-                visible = active.flatten().nonzero().squeeze(1)
-                feature = densify_projection(feature, active, token, projection, visible)
-            else:
-                feature = torch.where(active, feature, token.to(feature.dtype))
-                feature = projection(feature)
+            feature = torch.where(active, feature, self.mask_tokens[scale].to(feature.dtype))
+            feature = self.projections[scale](feature)
             if self.pos_embeds is not None:
                 feature = feature + self._pos_embed(scale, height, width)
             dense.append(feature)

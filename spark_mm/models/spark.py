@@ -18,7 +18,6 @@ from mmpretrain.structures import DataSample
 from ..errors import SparKInputError
 from ..registry import MODELS
 from .densify import Densifier
-from .fast.compact_saved_maps import CompactSavedMaps
 from .geometry import as_feature_list, probe_features, remove_output_norms
 from .head import patchify, unpatchify
 from .sparse import SparseContext, sparsify
@@ -29,6 +28,19 @@ def _build(cfg_or_module):
     if isinstance(cfg_or_module, nn.Module) or cfg_or_module is None:
         return cfg_or_module
     return MODELS.build(cfg_or_module)
+
+
+def _build_fast_path(fast_path: Union[bool, dict]):
+    """The fast-path plug-in from its config (registered by
+    :mod:`spark_mm.models.fast`), or None for the plain algorithm."""
+    if fast_path is False or fast_path is None:
+        return None
+    cfg = dict(type='SparKFastPath') if fast_path is True else dict(fast_path)
+    if MODELS.get(cfg['type']) is None:
+        raise SparKInputError(f"fast_path type {cfg['type']!r} is not registered "
+                              '(is spark_mm.models.fast installed?); set '
+                              'fast_path=False for the plain algorithm')
+    return MODELS.build(cfg)
 
 
 @MODELS.register_module()
@@ -59,17 +71,11 @@ class SparK(BaseSelfSupervisor):
             downstream model initializes them (weight 1, bias 0).
         input_size: training (h, w); sets the position embedding grid.
         in_channels: image channels.
-        channels_last: keep weights and activations in channels_last memory
-            format (faster convolutions on CPU and tensor cores; part of the
-            fast path, see README "Speed"). Results are the same.
-        compact_saved_maps: with channels_last, the encoder's maps that
-            autograd keeps for the backward are stored as their visible rows
-            only (checked to be zero elsewhere), 40% of the memory at the
-            default mask ratio; the same results.
-        rows_blocks: compute mmpretrain ResNet bottlenecks and stem on the
-            visible positions only when training with channels_last maps
-            (:mod:`spark_mm.models.fast.resnet_rows`,
-            :mod:`spark_mm.models.fast.resnet_stem_rows`); the same results.
+        fast_path: ``False`` (default) runs the plain algorithm as this
+            module defines it; ``True`` or a config such as
+            ``dict(type='SparKFastPath', channels_last=True)`` plugs in the
+            fast path (:mod:`spark_mm.models.fast`): the same results in
+            less time and memory, its choices measured on the machine.
     """
 
     def __init__(self,
@@ -86,9 +92,7 @@ class SparK(BaseSelfSupervisor):
                  output_norms: bool = False,
                  input_size: Union[int, Sequence[int]] = 224,
                  in_channels: int = 3,
-                 channels_last: bool = False,
-                 compact_saved_maps: bool = True,
-                 rows_blocks: bool = True,
+                 fast_path: Union[bool, dict] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         backbone = _build(backbone)
@@ -107,8 +111,7 @@ class SparK(BaseSelfSupervisor):
                 'ConvNeXt) or (1, 2, 3, 4) (TIMMBackbone), or hierarchical=False')
         self.sparse_context = SparseContext()
         if sparse:
-            sparsify(backbone, self.sparse_context, sync_bn=sync_bn,
-                     rows_blocks=rows_blocks)
+            sparsify(backbone, self.sparse_context, sync_bn=sync_bn)
         self.total_stride = features[-1].stride
         coarsest_first = features[::-1]
         if not hierarchical:
@@ -140,10 +143,21 @@ class SparK(BaseSelfSupervisor):
         self.densify = Densifier(encoder_widths, decoder_widths,
                                  self.sparse_context, densify_norm_cfg,
                                  pos_embed_grids)
-        self.channels_last = channels_last
-        self.compact_saved_maps = compact_saved_maps
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        self.fast_path = _build_fast_path(fast_path)
+        if self.fast_path is not None:
+            self.fast_path.apply(self)
+
+    def init_weights(self):
+        # Random initialisers fill a tensor in memory order: initialise in the
+        # standard layout, so that a seed gives the same weights whatever
+        # layout the model runs in.
+        channels_last = [p for p in self.parameters() if p.dim() == 4
+                         and p.is_contiguous(memory_format=torch.channels_last)
+                         and not p.is_contiguous()]
+        self.to(memory_format=torch.contiguous_format)
+        super().init_weights()
+        for parameter in channels_last:
+            parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
 
     def _check_strides(self, coarsest_first):
         strides = [info.stride for info in coarsest_first]
@@ -171,15 +185,14 @@ class SparK(BaseSelfSupervisor):
         return self.mask_generator(images_bchw.shape[0], height // self.total_stride,
                                    width // self.total_stride, images_bchw.device)
 
-    def encode(self, images_bchw: torch.Tensor,
-               active_b1hw: torch.Tensor) -> List[torch.Tensor]:
+    def encode(self, images_bchw: torch.Tensor) -> List[torch.Tensor]:
         """Sparse features of the visible patches, coarsest scale first.
 
         Must run inside ``self.sparse_context.masked(active_b1hw)``.
         """
         masked_bchw = images_bchw * self.sparse_context.mask_like(images_bchw)
-        compact = (self.compact_saved_maps and self.sparse and torch.is_grad_enabled())
-        with CompactSavedMaps(self.sparse_context) if compact else nullcontext():
+        with (self.fast_path.encoder_scope(self) if self.fast_path is not None
+              else nullcontext()):
             features = as_feature_list(self.backbone(masked_bchw))
         features = sorted(features, key=lambda f: f.shape[-1])  # coarsest first
         return features if self.hierarchical else features[:1]
@@ -187,10 +200,10 @@ class SparK(BaseSelfSupervisor):
     def reconstruct(self, images_bchw: torch.Tensor,
                     active_b1hw: torch.Tensor) -> torch.Tensor:
         """Decoder output (B, C, H, W) for ``images_bchw`` seen through the mask."""
-        if self.channels_last:
-            images_bchw = images_bchw.contiguous(memory_format=torch.channels_last)
+        if self.fast_path is not None:
+            images_bchw = self.fast_path.prepare_images(images_bchw)
         with self.sparse_context.masked(active_b1hw):
-            features = self.encode(images_bchw, active_b1hw)
+            features = self.encode(images_bchw)
             dense = self.densify(features, active_b1hw)
         return self.neck(dense)
 

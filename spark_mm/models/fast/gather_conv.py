@@ -11,23 +11,16 @@ of products, over the visible outputs only. The backward gathers the window
 again (instead of keeping it) and sums the window gradients back into the
 rows.
 
-Which is faster depends on the map size: :func:`gather_is_cheaper` is the
-rule, measured on ResNet-50's 3x3 bottleneck convs (fp32, batch 16 at 224 px,
-40% visible, forward + backward, 2 CPU threads; gather / dense time): 0.44
-(7 px, 512 ch), 0.38 (14 -> 7 px, stride 2), 0.52 (14 px, 256 ch), 0.45
-(28 -> 14 px), 0.65 (28 px, 128 ch), 0.48 (56 -> 28 px), but 1.2-1.4 at
-56 px, 64 ch; with 1 thread 0.38-0.60 and 1.15 at 56 px.
+Which is faster depends on the map size and the machine, so the tuner
+measures it where it runs (:func:`.resnet_rows._sparse_conv_rows`). For
+scale, on a 2-core AVX-512 Xeon (ResNet-50's 3x3 bottleneck convs, fp32,
+batch 16 at 224 px, 40% visible, forward + backward, 2 threads; gather /
+dense time): 0.44 (7 px, 512 ch), 0.38 (14 -> 7 px, stride 2), 0.52 (14 px),
+0.45 (28 -> 14 px), 0.65 (28 px), 0.48 (56 -> 28 px), but 1.2-1.4 at 56 px.
 """
 import torch
 
 from .neighbour_rows import with_zero_row
-
-
-def gather_is_cheaper(out_hw, groups=1) -> bool:
-    """Whether the gather + matrix product beats the dense conv for an
-    output map of ``out_hw``: measured up to 28x28 outputs (ResNet-50
-    stages 2-4 at 224 px), not at 56x56 (see the module docstring)."""
-    return groups == 1 and out_hw[0] * out_hw[1] <= 28 * 28
 
 
 def _window_matrix(rows, window):

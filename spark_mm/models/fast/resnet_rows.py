@@ -27,7 +27,9 @@ masked positions of every map are zero in both, and the visible ones are
 computed from the same visible inputs by the same formulas.
 
 Consecutive blocks of a stage hand rows to each other (:class:`SparseResLayerRowsMixin`),
-so a stage gathers once at its input and scatters once at its output.
+so a stage gathers once at its input and scatters once at its output. Whether
+a stage runs on rows or on maps, and its 3x3 convs as dense convs or gathers,
+is measured where it runs (:mod:`.tuner`).
 
 Only training with a mask active takes this path (eval-mode and unmasked
 forwards run the dense block unchanged), and only channels_last inputs.
@@ -38,13 +40,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..sparse.batch_norm import SparseBatchNormMixin
+from ..sparse.batch_norm import SparseBatchNormMixin, rows_batch_norm
 from ..sparse.bn_statistics import has_post_norm
+from ..sparse.convert import dense_class_of
 from ..sparse.remask import SparseMixin
-from .gather_conv import SparseConvGather, gather_is_cheaper
+from .gather_conv import SparseConvGather
 from .neighbour_rows import window_rows
-from .visible_rows import (gather_rows, rows_batch_norm, rows_of, rows_view,
-                           scatter_rows, scatter_rows_into_zeros)
+from .tuner import TunedMixin
+from .visible_rows import (gather_rows, rows_of, rows_view, scatter_rows,
+                           scatter_rows_into_zeros)
 
 
 class _SparseConvRows(torch.autograd.Function):
@@ -84,11 +88,13 @@ class _SparseConvRows(torch.autograd.Function):
         return grad_rows_in, grad_weight, None, None, None, None
 
 
-def _sparse_conv_rows(conv, rows, index_in, index_out, in_shape, out_hw, context):
-    """``conv`` (no bias) on rows: gather + matrix product where that is
-    faster (:func:`.gather_conv.gather_is_cheaper`), else the dense conv."""
+def _sparse_conv_rows(block, rows, index_in, index_out, in_shape, out_hw):
+    """``block.conv2`` (no bias) on rows: as a dense conv of the scattered map
+    or as gather + matrix product (:mod:`.gather_conv`), whichever the tuner
+    measured faster for this shape."""
+    conv, context = block.conv2, block.sparse_context
     weight = conv.weight.to(rows.dtype)
-    if not gather_is_cheaper(out_hw, conv.groups):
+    if conv.groups != 1:
         return _SparseConvRows.apply(rows, weight, index_in, index_out, in_shape, conv)
     batch, _, height, width = in_shape
     geometry = (tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding),
@@ -97,27 +103,42 @@ def _sparse_conv_rows(conv, rows, index_in, index_out, in_shape, out_hw, context
         ('conv window', height, width) + geometry,
         lambda: window_rows(index_in, index_out, (batch, height, width), out_hw,
                             *geometry))
-    return SparseConvGather.apply(rows, weight, window)
+
+    def dense_conv(rows=rows, weight=weight):
+        return _SparseConvRows.apply(rows, weight, index_in, index_out, in_shape, conv)
+
+    def gather_gemm(rows=rows, weight=weight):
+        return SparseConvGather.apply(rows, weight, window)
+
+    def timed(implementation):
+        def run():
+            copies = rows.detach().requires_grad_(), weight.detach().requires_grad_()
+            return implementation(*copies), copies
+        return run
+
+    choice = block.fast_tuner.choose(
+        f'{block.fast_name}.conv2', 'conv on visible rows',
+        (tuple(in_shape), tuple(weight.shape), geometry, str(rows.dtype)),
+        {'dense conv': timed(dense_conv), 'gather + GEMM': timed(gather_gemm)},
+        rows.device)
+    return gather_gemm() if choice == 'gather + GEMM' else dense_conv()
 
 
 # ---- the block ---------------------------------------------------------------------
-def _dense_class(module):
-    return next(base for base in type(module).__mro__
-                if not issubclass(base, SparseMixin))
-
-
-def _is_rows_conv(conv, kernel_size=None) -> bool:
-    return (isinstance(conv, SparseMixin) and _dense_class(conv) is nn.Conv2d
+def is_rows_conv(conv, kernel_size=None) -> bool:
+    """A sparse ``nn.Conv2d`` (zero padding, of ``kernel_size`` if given)."""
+    return (isinstance(conv, SparseMixin) and dense_class_of(type(conv)) is nn.Conv2d
             and conv.padding_mode == 'zeros'
             and (kernel_size is None or tuple(conv.kernel_size) == kernel_size))
 
 
 def _is_pointwise(conv) -> bool:
-    return (_is_rows_conv(conv, (1, 1)) and tuple(conv.stride) == (1, 1)
+    return (is_rows_conv(conv, (1, 1)) and tuple(conv.stride) == (1, 1)
             and tuple(conv.padding) == (0, 0) and conv.groups == 1)
 
 
-def _is_rows_norm(norm) -> bool:
+def is_rows_norm(norm) -> bool:
+    """A sparse batch norm without timm's activation after it."""
     return (isinstance(norm, SparseBatchNormMixin)
             and isinstance(norm, nn.modules.batchnorm._BatchNorm)
             and not has_post_norm(norm))
@@ -138,19 +159,15 @@ def _strided_rows(index_out, in_shape, out_shape, stride):
 
 
 def trains_on_rows(module, x) -> bool:
-    """Whether a rows-path ``module`` (``rows_path`` set by the conversion)
-    should take that path for ``x``: training with a mask active, on a
-    channels_last map."""
-    return (module.rows_path and module.training and module.sparse_active
+    """Whether a rows-path ``module`` may take that path for ``x``: training
+    with a mask active, on a channels_last map."""
+    return (module.training and module.sparse_active
             and x.dim() == 4
             and x.is_contiguous(memory_format=torch.channels_last))
 
 
-class SparseBottleneckRowsMixin(SparseMixin):
+class SparseBottleneckRowsMixin(TunedMixin, SparseMixin):
     """mmpretrain's (or mmdet's) ``Bottleneck`` on visible rows; see the module docstring."""
-
-    # Set by the conversion: False keeps the dense sparse block.
-    rows_path: bool = True
 
     def forward(self, x):
         if not self._takes_rows_path(x):
@@ -159,6 +176,10 @@ class SparseBottleneckRowsMixin(SparseMixin):
             return torch.utils.checkpoint.checkpoint(
                 self._rows_forward, x, use_reentrant=False)
         return self._rows_forward(x)
+
+    def maps_forward(self, x):
+        """The block as the plain sparse encoder computes it (maps)."""
+        return super().forward(x)
 
     def _takes_rows_path(self, x) -> bool:
         return trains_on_rows(self, x) and self.supports_rows()
@@ -173,8 +194,8 @@ class SparseBottleneckRowsMixin(SparseMixin):
     def _check_supports_rows(self) -> bool:
         return (self.style == 'pytorch' and _is_pointwise(self.conv1)
                 and not getattr(self, 'with_plugins', False)  # mmdet's
-                and _is_rows_conv(self.conv2) and _is_pointwise(self.conv3)
-                and all(_is_rows_norm(n) for n in (self.norm1, self.norm2, self.norm3))
+                and is_rows_conv(self.conv2) and _is_pointwise(self.conv3)
+                and all(is_rows_norm(n) for n in (self.norm1, self.norm2, self.norm3))
                 and type(self.relu) is nn.ReLU)
 
     def _rows_forward(self, x):
@@ -201,9 +222,8 @@ class SparseBottleneckRowsMixin(SparseMixin):
         out_w = (width + 2 * conv2.padding[1] - conv2.dilation[1]
                  * (conv2.kernel_size[1] - 1) - 1) // conv2.stride[1] + 1
         index_out = self.sparse_context.visible_rows(out_h, out_w)
-        out = _sparse_conv_rows(conv2, out, index_in, index_out,
-                                (batch, mid, height, width), (out_h, out_w),
-                                self.sparse_context)
+        out = _sparse_conv_rows(self, out, index_in, index_out,
+                                (batch, mid, height, width), (out_h, out_w))
         if conv2.bias is not None:
             out = out + conv2.bias
         out = F.relu(rows_batch_norm(self.norm2, out), inplace=True)
@@ -221,9 +241,9 @@ class SparseBottleneckRowsMixin(SparseMixin):
         if downsample is None:
             return rows_in
         if (isinstance(downsample, nn.Sequential) and len(downsample) == 2
-                and _is_rows_conv(downsample[0], (1, 1))
+                and is_rows_conv(downsample[0], (1, 1))
                 and tuple(downsample[0].padding) == (0, 0)
-                and downsample[0].groups == 1 and _is_rows_norm(downsample[1])):
+                and downsample[0].groups == 1 and is_rows_norm(downsample[1])):
             conv, norm = downsample
             stride = tuple(conv.stride)
             if stride == (1, 1):
@@ -253,12 +273,13 @@ class SparseBottleneckRowsMixin(SparseMixin):
             0, index.div(positions, rounding_mode='floor'))
 
 
-class SparseResLayerRowsMixin(SparseMixin):
+class SparseResLayerRowsMixin(TunedMixin, SparseMixin):
     """A ResNet ``ResLayer`` (a stage of blocks) handing rows block to block.
 
-    When every block takes the rows path, the stage gathers the visible rows
-    of its input once (or takes the rows the previous stage scattered into
-    it) and scatters its output once, remembering its rows for the next
+    When every block can take the rows path, the stage runs on rows or on
+    maps, whichever the tuner measured faster. On rows it gathers the visible
+    rows of its input once (or takes the rows the previous stage scattered
+    into it) and scatters its output once, remembering its rows for the next
     stage and the densify step's norm.
     """
 
@@ -268,11 +289,30 @@ class SparseResLayerRowsMixin(SparseMixin):
                                and not b.with_cp and b._takes_rows_path(x)
                                for b in blocks)):
             return super().forward(x)
+
+        def timed(implementation):
+            def run():
+                copy = x.detach().requires_grad_()
+                return implementation(copy), [copy] + list(self.parameters())
+            return run
+
+        choice = self.fast_tuner.choose(
+            self.fast_name, 'ResNet stage', (tuple(x.shape), str(x.dtype)),
+            {'maps': timed(self._maps_forward), 'rows': timed(self._rows_forward)},
+            x.device, modules=[self])
+        return self._rows_forward(x) if choice == 'rows' else self._maps_forward(x)
+
+    def _maps_forward(self, x):
+        for block in self:
+            x = block.maps_forward(x)
+        return x
+
+    def _rows_forward(self, x):
         shape = tuple(x.shape)
         index = self.sparse_context.visible_rows(*shape[-2:])
         rows = rows_of(x, index)
         map_in = x
-        for block in blocks:
+        for block in self:
             rows, index, shape = block.forward_rows(rows, index, shape, map_in)
             map_in = None
         return scatter_rows(rows, index, shape, remember=True)

@@ -30,11 +30,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..sparse.batch_norm import rows_batch_norm
+from ..sparse.convert import dense_class_of
 from ..sparse.remask import SparseMixin
 from .neighbour_rows import window_rows, with_zero_row
-from .resnet_rows import (_dense_class, _is_rows_conv, _is_rows_norm,
-                          trains_on_rows)
-from .visible_rows import gather_rows, rows_batch_norm, scatter_rows
+from .resnet_rows import is_rows_conv, is_rows_norm, trains_on_rows
+from .tuner import TunedMixin
+from .visible_rows import gather_rows, scatter_rows
 
 
 class _MaxPoolRows(torch.autograd.Function):
@@ -93,29 +95,42 @@ class _PoolGeometry:
 
 def _is_rows_max_pool(pool) -> bool:
     kernel = _pair(pool.kernel_size)
-    return (isinstance(pool, SparseMixin) and _dense_class(pool) is nn.MaxPool2d
+    return (isinstance(pool, SparseMixin) and dense_class_of(type(pool)) is nn.MaxPool2d
             and _pair(pool.dilation) == (1, 1) and not pool.ceil_mode
             and not pool.return_indices
             and kernel[0] * kernel[1] <= 256)  # taps counted in uint8
 
 
-class SparseResNetRowsMixin(SparseMixin):
+class SparseResNetRowsMixin(TunedMixin, SparseMixin):
     """mmpretrain's / mmdet's ``ResNet`` whose stem runs on visible rows
-    (see the module docstring); the stages run as they are."""
-
-    # Set by the conversion: False keeps the dense stem.
-    rows_path: bool = True
+    (see the module docstring) where the tuner measured that faster; the
+    stages run as they are."""
 
     def forward(self, x):
         if not self._stem_takes_rows(x):
             return super().forward(x)
-        x = self._stem_rows(x)
+
+        def timed(implementation):
+            def run():
+                copy = x.detach().requires_grad_()
+                return implementation(copy), [copy, self.conv1.weight,
+                                              self.norm1.weight, self.norm1.bias]
+            return run
+
+        choice = self.fast_tuner.choose(
+            f'{self.fast_name}.stem', 'ResNet stem', (tuple(x.shape), str(x.dtype)),
+            {'maps': timed(self._stem_maps), 'rows': timed(self._stem_rows)},
+            x.device, modules=[self.norm1])
+        x = self._stem_rows(x) if choice == 'rows' else self._stem_maps(x)
         outs = []  # the rest as ResNet.forward
         for i, layer_name in enumerate(self.res_layers):
             x = getattr(self, layer_name)(x)
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
+
+    def _stem_maps(self, x):
+        return self.maxpool(self.relu(self.norm1(self.conv1(x))))
 
     def _stem_takes_rows(self, x) -> bool:
         return trains_on_rows(self, x) and self.stem_supports_rows()
@@ -125,8 +140,8 @@ class SparseResNetRowsMixin(SparseMixin):
         cached = self.__dict__.get('_stem_supports_rows')
         if cached is None:
             cached = self.__dict__['_stem_supports_rows'] = (
-                not self.deep_stem and _is_rows_conv(self.conv1)
-                and _is_rows_norm(self.norm1) and type(self.relu) is nn.ReLU
+                not self.deep_stem and is_rows_conv(self.conv1)
+                and is_rows_norm(self.norm1) and type(self.relu) is nn.ReLU
                 and _is_rows_max_pool(self.maxpool))
         return cached
 

@@ -2,17 +2,15 @@
 
 A channels_last (B, C, H, W) map is a (B * H * W, C) matrix; its visible
 positions are a subset of the rows. Gathering them once lets layers that act
-per position (batch norm here, ConvNeXt's pointwise MLP in
-:mod:`.pointwise_block`) compute and keep 40% of the map at the default mask
-ratio. Results equal the plain definitions in :mod:`spark_mm.models.sparse`.
+per position (batch norm here, ResNet blocks in :mod:`.resnet_rows`) compute
+and keep 40% of the map at the default mask ratio, and hand rows from layer to
+layer. Results equal the plain definitions in :mod:`spark_mm.models.sparse`.
 """
 import torch
-import torch.nn.functional as F
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from ..sparse.bn_statistics import (batch_norm_backward, combine_moments,
-                                    row_moments, sync_group,
-                                    update_running_stats, uses_batch_stats)
+from ..sparse.batch_norm import SparseBatchNormMixin, rows_batch_norm
+from ..sparse.bn_statistics import post_norm, uses_batch_stats
 
 
 def rows_layout(x) -> bool:
@@ -96,65 +94,20 @@ def rows_of(x, index):
 
 
 # ---- batch norm on rows ---------------------------------------------------------
-class _RowsBatchNorm(torch.autograd.Function):
-    """Training-mode batch norm of (n, C) ``rows``; statistics over ``group``."""
+class RowsBatchNormMixin(SparseBatchNormMixin):
+    """Sparse BN of channels_last maps in training, on the visible rows.
 
-    @staticmethod
-    def forward(ctx, rows, weight, bias, eps, group):
-        with torch.autocast(rows.device.type, enabled=False):
-            mean, var, total = combine_moments(*row_moments(rows), group)
-            out = F.batch_norm(rows, mean, var, weight, bias, False, 0.0, eps)
-        ctx.save_for_backward(rows, weight, mean, var, total)
-        ctx.eps, ctx.group = eps, group
-        ctx.mark_non_differentiable(mean, var, total)
-        return out, mean, var, total
-
-    @staticmethod
-    def backward(ctx, grad_out, *_):
-        rows, weight, mean, var, total = ctx.saved_tensors
-        with torch.autocast(grad_out.device.type, enabled=False):
-            grad_x, grad_weight, grad_bias = batch_norm_backward(
-                grad_out.contiguous(), rows, None, weight, mean, var, total,
-                ctx.eps, ctx.group)
-        needs = ctx.needs_input_grad
-        return (grad_x, grad_weight if needs[1] else None,
-                grad_bias if needs[2] else None, None, None)
-
-
-def rows_batch_norm(bn, rows):
-    """Sparse ``bn`` (a :class:`SparseBatchNormMixin`) applied to visible rows."""
-    if not uses_batch_stats(bn):
-        return F.batch_norm(rows, bn.running_mean, bn.running_var, bn.weight,
-                            bn.bias, False, 0.0, bn.eps)
-    group = sync_group(bn)
-    if group is None and rows.shape[0] > 1:
-        # One process: torch's own training-mode batch norm of the rows is
-        # the same computation (biased variance to normalize, unbiased into
-        # the running variance), in fused kernels.
-        running_mean = running_var = None
-        factor = 0.0
-        if bn.training and bn.track_running_stats:
-            bn.num_batches_tracked.add_(1)
-            factor = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
-                      else bn.momentum)
-            running_mean, running_var = bn.running_mean, bn.running_var
-        return F.batch_norm(rows, running_mean, running_var, bn.weight, bn.bias,
-                            True, factor, bn.eps)
-    out, mean, var, total = _RowsBatchNorm.apply(
-        rows, bn.weight, bn.bias, bn.eps, group)
-    if bn.training and bn.track_running_stats:
-        update_running_stats(bn, mean, var, total)
-    return out
-
-
-def visible_rows_batch_norm(bn, x, index):
-    """Training-mode sparse ``bn`` of channels_last ``x`` over the rows ``index``.
-
-    The fast path of sparse BN: the visible positions are gathered once as
-    (n, C) rows, normalized as rows (:func:`rows_batch_norm`; only the rows are
-    kept for the backward, 40% of the map at the default mask ratio) and
-    scattered back into zeros. A map scattered from known rows (a ResNet
-    stage's output) hands over those rows.
+    The same computation as :class:`SparseBatchNormMixin` (gather, batch
+    norm of the rows, scatter), with a gather and scatter that keep only the
+    rows for the backward, and a map scattered from known rows (a ResNet
+    stage's output on the rows path) handing over those rows instead of being
+    gathered again.
     """
-    return scatter_rows(rows_batch_norm(bn, rows_of(x, index)), index,
-                        x.shape)
+
+    def forward(self, x):
+        if not (self.sparse_active and x.dim() == 4 and rows_layout(x)
+                and uses_batch_stats(self)):
+            return super().forward(x)
+        index = self.sparse_context.visible_rows(*x.shape[-2:])
+        rows = post_norm(self, rows_batch_norm(self, rows_of(x, index)))
+        return scatter_rows(rows, index, x.shape)

@@ -1,8 +1,7 @@
 """Batch-norm statistics over a subset of positions, exact across ranks.
 
-Shared by the plain sparse BN (:mod:`.batch_norm`), its channels_last fast
-path (:mod:`spark_mm.models.fast.visible_rows`) and the CPU SyncBN of dense
-models (:mod:`spark_mm.engine.cpu_sync_bn`).
+Used by the sparse BN (:mod:`.batch_norm`) and, through it, the CPU SyncBN
+of dense models (:mod:`spark_mm.engine.cpu_sync_bn`).
 """
 import torch
 import torch.distributed as dist
@@ -51,15 +50,6 @@ def row_moments(rows):
     return mean, var, count
 
 
-def map_moments(x):
-    """Per-channel mean, biased variance and count over all positions of ``x``."""
-    count = torch.tensor(x.numel() // x.shape[1], dtype=stat_dtype(x.dtype),
-                         device=x.device)
-    dims = (0, ) + tuple(range(2, x.dim()))  # all but the channels
-    var, mean = torch.var_mean(x.to(count.dtype), dim=dims, correction=0)
-    return mean, var, count
-
-
 def combine_moments(mean, var, count, group=None):
     """Mean, biased variance and count over the positions of all ranks.
 
@@ -83,14 +73,13 @@ def combine_moments(mean, var, count, group=None):
     return mean, var, total
 
 
-def batch_norm_backward(grad_out, x, mask, weight, mean, var, total, eps, group):
+def batch_norm_backward(grad_out, x, weight, mean, var, total, eps, group):
     """Training-mode batch-norm backward with statistics over ``total`` positions.
 
     Eval-mode native backward (dx = w * invstd * dy and the channel sums
     sum(dy), sum(dy * x_hat) in one kernel), the sums all-reduced over
     ``group``, then the terms through the mean and variance:
-    -w * invstd / n * (sum(dy) + x_hat * sum(dy * x_hat)), where ``mask`` is 1
-    (everywhere when None). ``grad_out`` must be zero where ``mask`` is 0.
+    -w * invstd / n * (sum(dy) + x_hat * sum(dy * x_hat)).
     """
     grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
         grad_out, x, weight, mean, var, None, None, False, eps, [True, True, True])
@@ -105,17 +94,8 @@ def batch_norm_backward(grad_out, x, mask, weight, mean, var, total, eps, group)
     coef_x = (scale * invstd * sum_dy_xhat).to(grad_x.dtype).view(shape)
     coef_1 = (scale * (sum_dy - invstd * mean * sum_dy_xhat)).to(grad_x.dtype).view(shape)
     grad_x.addcmul_(x, coef_x, value=-1)
-    if mask is not None:
-        grad_x.addcmul_(mask, coef_1, value=-1)
-    else:
-        grad_x.sub_(coef_1)
+    grad_x.sub_(coef_1)
     return grad_x, grad_weight, grad_bias
-
-
-def memory_format(x):
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 @torch.no_grad()

@@ -1,21 +1,24 @@
 """Convert a dense backbone's layers to sparse behaviour, in place.
 
 ``sparsify(backbone, context)`` swaps the class of every supported layer for a
-sparse subclass (:mod:`.remask`, :mod:`.batch_norm`) bound to ``context``. Names, parameters and
-buffers are untouched, so the weights load straight into the dense backbone.
-Layers that mix spatial positions in ways a mask cannot follow (GroupNorm,
-attention, adaptive pooling, ...) are refused with an error naming them.
+sparse subclass (:mod:`.remask`, :mod:`.batch_norm`) bound to ``context``.
+Names, parameters and buffers are untouched, so the weights load straight into
+the dense backbone. Layers are recognised by type (:data:`SPARSE_MIXINS`).
+Layers that mix spatial positions in ways a mask cannot follow are refused
+with an error naming them.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch.nn as nn
+from mmcv.cnn import Scale
+from mmcv.cnn.bricks.drop import DropPath as MMCVDropPath
 from mmengine.logging import print_log
+from mmpretrain.models.utils import GRN, LayerScale
+from timm.layers import DropPath as TimmDropPath
+from timm.layers import LayerScale as TimmLayerScale
+from timm.layers import LayerScale2d as TimmLayerScale2d
 
 from ...errors import SparKInputError, UnsupportedLayerError
-from ..fast.pointwise_block import SparsePointwiseBlockMixin
-from ..fast.resnet_rows import (SparseBottleneckRowsMixin,
-                                SparseResLayerRowsMixin)
-from ..fast.resnet_stem_rows import SparseResNetRowsMixin
 from .batch_norm import SparseBatchNormMixin
 from .context import SparseContext
 from .remask import SparseMixin, SparseRemaskMixin
@@ -28,17 +31,28 @@ UNSUPPORTED_TYPES = (
     nn.modules.conv._ConvTransposeNd, nn.Upsample, nn.BatchNorm1d, nn.BatchNorm3d)
 
 # Leaf layers that act on each position alone and map zero to zero.
-POSITIONWISE_TYPES = (nn.Identity, nn.modules.dropout._DropoutNd, nn.Flatten)
-POSITIONWISE_NAMES = ('DropPath', 'LayerScale', 'Scale')
+POSITIONWISE_TYPES = (nn.Identity, nn.modules.dropout._DropoutNd, nn.Flatten,
+                      MMCVDropPath, TimmDropPath, LayerScale, TimmLayerScale,
+                      TimmLayerScale2d, Scale)
+
+# (dense types, sparse mixin), first match wins. A conv / pooling / linear /
+# layer norm / GRN output is re-masked; batch norm normalizes visible rows.
+SPARSE_MIXINS = (
+    ((nn.BatchNorm2d, nn.SyncBatchNorm), SparseBatchNormMixin),
+    ((nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LayerNorm, nn.Linear, GRN),
+     SparseRemaskMixin),
+)
 
 _sparse_classes: Dict[Tuple[type, type], type] = {}
 
 
 def sparse_class_of(dense_class: type, mixin: type) -> type:
-    """The (cached) class ``Sparse<Name>`` deriving from ``mixin`` and ``dense_class``."""
+    """The (cached) class ``Sparse<Name>`` deriving from ``mixin`` and
+    ``dense_class`` (``<prefix><Name>`` for a mixin with a ``class_prefix``)."""
     key = (dense_class, mixin)
     if key not in _sparse_classes:
-        _sparse_classes[key] = type(f'Sparse{dense_class.__name__}',
+        prefix = getattr(mixin, 'class_prefix', 'Sparse')
+        _sparse_classes[key] = type(f'{prefix}{dense_class.__name__}',
                                     (mixin, dense_class),
                                     {'__module__': __name__})
     return _sparse_classes[key]
@@ -53,54 +67,25 @@ def dense_class_of(module_class: type) -> type:
     return module_class
 
 
-def _is_channels_first_norm(module: nn.LayerNorm) -> bool:
-    data_format = getattr(module, 'data_format', None)
-    if data_format is not None:
-        return data_format in ('channels_first', 'channel_first')
-    return type(module).__name__.endswith('2d')
-
-
-def _conversion_for(module: nn.Module) -> Optional[Tuple[type, bool]]:
-    """(mixin, channels_last) for a layer we convert, or None."""
-    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
-        return SparseBatchNormMixin, False
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        return SparseRemaskMixin, False
-    if isinstance(module, nn.LayerNorm):
-        return SparseRemaskMixin, not _is_channels_first_norm(module)
-    if isinstance(module, nn.Linear):
-        return SparseRemaskMixin, True
-    if type(module).__name__ == 'GRN':
-        return SparseRemaskMixin, False
-    if _is_mmpretrain_convnext_block(module):
-        return SparsePointwiseBlockMixin, False
-    if _is_resnet_part(module, 'Bottleneck'):
-        return SparseBottleneckRowsMixin, False
-    if _is_resnet_part(module, 'ResLayer'):
-        return SparseResLayerRowsMixin, False
-    if _is_resnet_part(module, 'ResNet'):
-        return SparseResNetRowsMixin, False
+def mixin_for(module: nn.Module):
+    """The sparse mixin for ``module``'s type, or None."""
+    for types, mixin in SPARSE_MIXINS:
+        if isinstance(module, types):
+            return mixin
     return None
 
 
-_RESNET_MODULES = ('mmpretrain.models.backbones.resnet',
-                   'mmdet.models.backbones.resnet', 'mmdet.models.layers.res_layer')
-
-
-def _is_resnet_part(module: nn.Module, name: str) -> bool:
-    """mmpretrain's / mmdet's ResNet ``Bottleneck``, ``ResLayer`` or ``ResNet``
-    (not subclasses)."""
-    return (type(module).__name__ == name
-            and type(module).__module__ in _RESNET_MODULES)
-
-
-def _is_mmpretrain_convnext_block(module: nn.Module) -> bool:
-    """mmpretrain's ConvNeXtBlock: its pointwise part can run on visible rows."""
-    return (type(module).__name__ == 'ConvNeXtBlock'
-            and type(module).__module__.startswith('mmpretrain.')
-            and all(hasattr(module, name) for name in (
-                'depthwise_conv', 'norm', 'pointwise_conv1', 'act',
-                'pointwise_conv2', 'gamma', 'grn', 'linear_pw_conv', 'with_cp')))
+def _output_is_channels_last(module: nn.Module) -> bool:
+    """Layout of a re-masked layer's output: (B, H, W, C) for ``Linear`` and
+    channels-last layer norms (ConvNeXt-style blocks), (B, C, H, W) else."""
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, nn.LayerNorm):
+        data_format = getattr(module, 'data_format', None)
+        if data_format is not None:
+            return data_format not in ('channels_first', 'channel_first')
+        return not type(module).__name__.endswith('2d')  # timm's LayerNorm2d
+    return False
 
 
 def _is_unsupported(module: nn.Module) -> bool:
@@ -110,21 +95,15 @@ def _is_unsupported(module: nn.Module) -> bool:
 
 def _is_positionwise(module: nn.Module) -> bool:
     return (isinstance(module, POSITIONWISE_TYPES)
-            or type(module).__module__ == 'torch.nn.modules.activation'
-            or type(module).__name__ in POSITIONWISE_NAMES)
+            or type(module).__module__ == 'torch.nn.modules.activation')
 
 
 def sparsify(module: nn.Module, context: SparseContext,
-             name: str = 'backbone', sync_bn: bool = False,
-             rows_blocks: bool = True) -> List[str]:
+             name: str = 'backbone', sync_bn: bool = False) -> List[str]:
     """Make ``module``'s layers sparse, bound to ``context``; returns their names.
 
     ``sync_bn`` turns every BatchNorm2d into a (sparse) SyncBN, for backbones
     that cannot be configured with one (e.g. timm's). Its state is unchanged.
-    ``rows_blocks`` computes mmpretrain's / mmdet's ResNet bottlenecks and
-    stem on the visible rows (:mod:`spark_mm.models.fast.resnet_rows`,
-    :mod:`spark_mm.models.fast.resnet_stem_rows`); False keeps them dense
-    with sparse layers. The results are the same.
 
     Raises :class:`UnsupportedLayerError` listing every layer that cannot be
     made sparse. Leaf layers of unknown type are kept dense with a warning
@@ -141,18 +120,15 @@ def sparsify(module: nn.Module, context: SparseContext,
         if _is_unsupported(child):
             unsupported.append(f'{full_name} ({type(child).__name__})')
             continue
-        conversion = _conversion_for(child)
-        if conversion is not None:
-            mixin, channels_last = conversion
+        mixin = mixin_for(child)
+        if mixin is not None:
             dense_class = type(child)
             if sync_bn and dense_class is nn.BatchNorm2d:
                 dense_class, child.process_group = nn.SyncBatchNorm, None
             child.__class__ = sparse_class_of(dense_class, mixin)
             child.sparse_context = context
             if mixin is SparseRemaskMixin:
-                child.sparse_channels_last = channels_last
-            if mixin in (SparseBottleneckRowsMixin, SparseResNetRowsMixin):
-                child.rows_path = rows_blocks
+                child.sparse_channels_last = _output_is_channels_last(child)
             converted.append(full_name)
         elif not list(child.children()) and not _is_positionwise(child):
             unknown.append(f'{full_name} ({type(child).__name__})')
@@ -169,3 +145,10 @@ def sparsify(module: nn.Module, context: SparseContext,
             'position separately and map zero to zero', logger='current',
             level=30)
     return converted
+
+
+def replace_class(module: nn.Module, mixin: type) -> None:
+    """Give a module (sparse or not) the class ``Sparse<Name>`` of its dense
+    class and ``mixin``: how a plug-in (the fast path) swaps in another
+    implementation of the same layer. State and names are unchanged."""
+    module.__class__ = sparse_class_of(dense_class_of(type(module)), mixin)
