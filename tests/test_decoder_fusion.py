@@ -1,18 +1,19 @@
-"""The decoder's composed upsample + conv1 equals the sequential modules."""
+"""The decoder's composed upsample + conv1 (fast path) equals the sequential
+modules, and the fast-path decoder equals the plain one."""
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from spark_mm.models.decoder import LightUNetDecoder, UpsampleBlock
-from spark_mm.models.fast.fused_upsample import (composed_is_cheaper,
-                                                 composed_upsample_conv)
+from spark_mm.models.fast import SparKFastPath
+from spark_mm.models.fast.fused_upsample import composed_upsample_conv
 
 SIZES = [(1, 1), (2, 3), (3, 2), (7, 7), (4, 5)]
 
 
 def _block(cin, dtype=torch.float32, bias=True):
-    block = UpsampleBlock(cin, max(cin // 2, 1), dict(type='BN'), fused=False)
+    block = UpsampleBlock(cin, max(cin // 2, 1), dict(type='BN'))
     if not bias:
         block.upsample.bias = None
     return block.to(dtype)
@@ -20,10 +21,12 @@ def _block(cin, dtype=torch.float32, bias=True):
 
 def _pair_grads(block, x, fused):
     """Output of upsample+conv1 and the gradients of x and the parameters."""
-    block.fused = fused
     block.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_(True)
-    out = block.upsample_conv1(x)
+    if fused:
+        out = composed_upsample_conv(x, block.upsample, block.conv1)
+    else:
+        out = block.conv1(block.upsample(x))
     weights = torch.randn_like(out, memory_format=torch.contiguous_format)
     (out * weights).sum().backward()
     params = [block.upsample.weight, block.conv1.weight]
@@ -101,14 +104,21 @@ def test_gradcheck():
         fn, (x, block.upsample.weight, block.upsample.bias, block.conv1.weight))
 
 
+def fast(module, mode='fast'):
+    """``module`` with the fast path's layers swapped in (NCHW kept)."""
+    SparKFastPath(channels_last=False, tuner=dict(mode=mode, cache_file='')).apply(module)
+    return module
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_whole_decoder(channels_last):
-    seq = LightUNetDecoder(width=64, upsample_ratio=8, fused_upsample=False)
+    seq = LightUNetDecoder(width=64, upsample_ratio=8)
     seq.init_weights()
     for module in seq.modules():  # nonzero biases, so that they are checked
         if isinstance(module, torch.nn.ConvTranspose2d):
             torch.nn.init.normal_(module.bias)
-    fused = LightUNetDecoder(width=64, upsample_ratio=8, fused_upsample=True)
+    fused = fast(LightUNetDecoder(width=64, upsample_ratio=8))
+    assert type(fused.blocks[0]).__name__ == 'FastUpsampleBlock'
     assert list(fused.state_dict()) == list(seq.state_dict())
     fused.load_state_dict(seq.state_dict())
     dense = [torch.randn(2, 64 >> i, 3 << i, 3 << i) for i in range(4)]
@@ -133,31 +143,12 @@ def test_whole_decoder(channels_last):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)  # BN running stats
 
 
-def test_state_dict_unchanged_and_modes():
+def test_state_dict_unchanged_by_the_fast_path():
     block = UpsampleBlock(8, 4, dict(type='BN'))
-    assert block.fused == 'auto'
-    keys = set(block.state_dict())
-    for fused in (True, False):
-        other = UpsampleBlock(8, 4, dict(type='BN'), fused=fused)
-        assert set(other.state_dict()) == keys
+    keys = list(block.state_dict())
+    for mode in ('plain', 'fast'):
+        other = fast(UpsampleBlock(8, 4, dict(type='BN')), mode)
+        assert list(other.state_dict()) == keys
         other.load_state_dict(block.state_dict())
     assert {k.split('.')[0] for k in keys} == {
         'upsample', 'conv1', 'norm1', 'conv2', 'norm2'}
-    with pytest.raises(ValueError):
-        UpsampleBlock(8, 4, dict(type='BN'), fused='yes')
-
-
-def test_auto_choice():
-    # ResNet-50 decoder (width 512): not at 7x7 or 14x14, yes from 28x28
-    for batch in (8, 16):
-        assert not composed_is_cheaper((batch, 512, 7, 7), 512, 512, 512)
-        assert not composed_is_cheaper((batch, 256, 14, 14), 256, 256, 256)
-        assert composed_is_cheaper((batch, 128, 28, 28), 128, 128, 128)
-        assert composed_is_cheaper((batch, 32, 112, 112), 32, 32, 32)
-    block = UpsampleBlock(4, 2, dict(type='BN'))
-    assert block.uses_fused(torch.zeros(2, 4, 32, 32))
-    assert not block.uses_fused(torch.zeros(2, 4, 1, 1))
-    block.fused = True
-    assert block.uses_fused(torch.zeros(2, 4, 1, 1))
-    block.fused = False
-    assert not block.uses_fused(torch.zeros(2, 4, 32, 32))

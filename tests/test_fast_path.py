@@ -4,10 +4,12 @@ The reference here is written the obvious way, independently of
 spark_mm.models.sparse: the dense layers of a copy of the model, every conv /
 pooling / linear / layer norm output multiplied by the mask (expanded with
 repeat_interleave at each layer), and batch norm on the visible positions
-gathered by boolean indexing and scattered back into zeros. The fast path
-(fused sparse BN, ConvNeXt pointwise layers on visible rows only, cached
-masks, channels_last) must give the same loss, prediction and gradients
-(float64, 1e-9 relative); bf16 autocast must run and stay close.
+gathered by boolean indexing and scattered back into zeros. The plain
+algorithm and the fast-path plug-in (visible-row BN and ResNet stages,
+ConvNeXt pointwise layers on visible rows, the decoder's fused ops,
+channels_last, each implementation the tuner can pick) must give the same
+loss, prediction and gradients (float64, 1e-9 relative); bf16 autocast must
+run and stay close.
 """
 import copy
 import os
@@ -26,7 +28,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONVNEXT = dict(depths=[1, 1, 1, 1], channels=[16, 32, 64, 128])
 
 
-def build(backbone: str, channels_last: bool = False):
+def fast_path(channels_last=True, mode='fast', **kwargs):
+    return dict(type='SparKFastPath', channels_last=channels_last,
+                tuner=dict(mode=mode, cache_file=''), **kwargs)
+
+
+# name -> SparK's fast_path
+PATHS = {
+    'plain': False,
+    'fast': fast_path(),                      # every non-plain implementation
+    'fast-maps': fast_path(mode='plain'),     # the plug-in's plain choices
+    'fast-nchw': fast_path(channels_last=False),
+    'fast-measured': fast_path(mode='measure'),
+}
+
+
+def build(backbone: str, fast=False):
     torch.manual_seed(0)
     if backbone == 'resnet':
         backbone_cfg = dict(type='ResNet', depth=18, base_channels=8,
@@ -41,7 +58,7 @@ def build(backbone: str, channels_last: bool = False):
         type='SparK', backbone=backbone_cfg,
         neck=dict(type='LightUNetDecoder', width=64),
         densify_norm_cfg=densify_norm, input_size=64, mask_ratio=0.6,
-        channels_last=channels_last))
+        fast_path=fast))
     model.init_weights()
     # Non-trivial affine parameters, so that every term of the norms matters.
     with torch.no_grad():
@@ -89,15 +106,16 @@ def remask_hook(channels_last_output):
 
 
 def make_reference(model):
-    """A copy of ``model`` whose sparse layers are dense layers + the hooks above."""
+    """A copy of ``model`` whose sparse layers are dense layers + the hooks
+    above, and whose fast-path layers are the plain ones."""
     ref = copy.deepcopy(model)
+    ref.fast_path = None
     for module in ref.modules():
-        if not isinstance(module, SparseMixin):
-            continue
-        dense_class = next(base for base in type(module).__mro__[1:]
-                           if not issubclass(base, SparseMixin))
-        masked = module.sparse_context is ref.sparse_context  # not the decoder's
-        module.__class__ = dense_class
+        if type(module).__module__ != 'spark_mm.models.sparse.convert':
+            continue  # not a layer made sparse or fast
+        masked = (isinstance(module, SparseMixin)
+                  and module.sparse_context is ref.sparse_context)
+        module.__class__ = type(module).__bases__[-1]  # (mixin, dense class)
         if not masked:
             continue
         if isinstance(module, nn.BatchNorm2d):
@@ -169,10 +187,10 @@ def run_fast(model, images, active):
 
 
 # ---- tests ---------------------------------------------------------------------
-@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('path', list(PATHS))
 @pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
-def test_fast_path_equals_reference(backbone, channels_last):
-    model = build(backbone, channels_last=channels_last).double()
+def test_fast_path_equals_reference(backbone, path):
+    model = build(backbone, PATHS[path]).double()
     ref = make_reference(model)
     images, active = inputs()
     images = images.double()
@@ -189,8 +207,9 @@ def test_fast_path_equals_reference(backbone, channels_last):
 
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_sparse_bn_keeps_little_for_the_backward(channels_last):
-    """Sparse BN saves one map-sized tensor (NCHW), or only the visible rows
-    (channels_last): 2 of 16 patches visible here, an eighth of the map."""
+    """Sparse BN (gather, batch norm of the rows, scatter) saves only the
+    visible rows in either layout: 2 of 16 patches visible here, an eighth of
+    the map."""
     from spark_mm.models.sparse import SparseContext, sparsify
     bn, context = nn.BatchNorm2d(16), SparseContext()
     sparsify(bn, context, name='bn')
@@ -206,17 +225,14 @@ def test_sparse_bn_keeps_little_for_the_backward(channels_last):
         out = bn(x * mask)
     map_size = x.numel()
     big = [n for n in saved if n >= map_size // 8]  # the mask is 1/16
-    if channels_last:
-        assert big == [map_size // 8], saved  # the visible rows only
-    else:
-        assert max(big) == map_size and big.count(map_size) <= 2, saved
+    assert big == [map_size // 8], saved  # the visible rows only
     out.sum().backward()
     assert x.grad.is_contiguous(memory_format=layout)
     assert torch.all(out[~mask.bool().expand_as(x)] == 0)
 
 
 def test_convnext_blocks_take_the_visible_rows_path():
-    model = build('convnext')
+    model = build('convnext', fast_path())
     blocks = [m for m in model.backbone.modules()
               if type(m).__name__ == 'SparseConvNeXtBlock']
     assert blocks, 'mmpretrain ConvNeXt blocks should get the pointwise fast path'
@@ -247,8 +263,8 @@ def test_convnext_blocks_take_the_visible_rows_path():
 
 @pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
 def test_channels_last_equals_nchw(backbone):
-    nchw = build(backbone).double()
-    last = build(backbone, channels_last=True).double()
+    nchw = build(backbone, fast_path(channels_last=False)).double()
+    last = build(backbone, fast_path()).double()
     last.load_state_dict(nchw.state_dict())
     images, active = inputs()
     images = images.double()
@@ -262,7 +278,7 @@ def test_channels_last_equals_nchw(backbone):
 
 @pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
 def test_bf16_autocast_runs_and_is_close(backbone):
-    model = build(backbone, channels_last=True)
+    model = build(backbone, fast_path())
     images, active = inputs(batch=2)
     with torch.no_grad():
         pred32 = fast_pred(model, images, active)
@@ -293,7 +309,8 @@ def test_benchmark_tool_prints_ratios(tmp_path):
            '--config', os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py'),
            '--batch', '2', '--size', '64', '--decoder-width', '64',
            '--iters', '1', '--warmup', '1', '--channels-last',
-           '--parallel-memory', '--cfg-options', 'model.compact_saved_maps=False']
+           '--parallel-memory', '--cfg-options',
+           'model.fast_path.compact_saved_maps=False']
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -303,16 +320,16 @@ def test_benchmark_tool_prints_ratios(tmp_path):
     assert 'ratio step time ours/mmpretrain:' in out, out
     assert 'ratio step time ours/dense:' in out, out
     assert 'ratio peak memory ours/mmpretrain:' in out, out
-    assert "cfg-options: {'model.compact_saved_maps': False}" in out, out
+    assert "cfg-options: {'model.fast_path.compact_saved_maps': False}" in out, out
 
 
 def test_benchmark_config_takes_cfg_options():
     sys.path.insert(0, os.path.join(ROOT, 'tools'))
     from benchmark import load_config
     config = os.path.join(ROOT, 'configs', 'spark', 'r50_pretrain.py')
-    cfg = load_config(config, 512, {'model.compact_saved_maps': False,
+    cfg = load_config(config, 512, {'model.fast_path.compact_saved_maps': False,
                                     'model.mask_ratio': 0.75})
-    assert cfg.model.compact_saved_maps is False
+    assert cfg.model.fast_path.compact_saved_maps is False
     assert cfg.model.mask_ratio == 0.75 and cfg.model.neck.width == 512
     assert cfg.model.backbone.norm_cfg.type == 'BN'  # one process
 
@@ -350,8 +367,8 @@ def test_compact_saved_maps_give_the_same_step(monkeypatch):
     images, active = inputs()
     results = []
     for compact in (False, True):
-        model = build('resnet', channels_last=True)
-        model.compact_saved_maps = compact
+        model = build('resnet', fast_path())
+        model.fast_path.compact_saved_maps = compact
         pred, loss = run_fast(model, images, active)
         results.append((loss.detach(), [p.grad.clone() for p in model.parameters()
                                          if p.grad is not None]))

@@ -18,7 +18,6 @@ import torch.nn as nn
 from spark_mm.models.fast import resnet_rows, visible_rows
 from spark_mm.models.fast.resnet_rows import (SparseBottleneckRowsMixin,
                                               SparseResLayerRowsMixin)
-from spark_mm.models.fast.resnet_stem_rows import SparseResNetRowsMixin
 from spark_mm.registry import MODELS
 
 SIZE, BATCH = 96, 4  # a 3x3 patch grid
@@ -26,7 +25,9 @@ RTOL = 1e-10
 
 
 def build(size=SIZE, depth=50, norm='BN', drop_path_rate=0.3, channels_last=True,
-          **backbone):
+          fixed=None, **backbone):
+    """SparK with the fast path taking every rows implementation (``fixed``:
+    the tuner's choices pinned per operation)."""
     torch.manual_seed(0)
     backbone = dict(dict(type='ResNet', depth=depth, base_channels=8, stem_channels=8,
                          out_indices=(0, 1, 2, 3), norm_cfg=dict(type=norm),
@@ -38,7 +39,8 @@ def build(size=SIZE, depth=50, norm='BN', drop_path_rate=0.3, channels_last=True
         backbone=backbone,
         neck=dict(type='LightUNetDecoder', width=32, norm_cfg=dict(type=norm)),
         densify_norm_cfg=dict(type=norm), input_size=size, mask_ratio=0.6,
-        channels_last=channels_last))
+        fast_path=dict(type='SparKFastPath', channels_last=channels_last,
+                       tuner=dict(mode='fast', cache_file='', fixed=fixed))))
     # Non-trivial BN affines and running statistics: every term matters.
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -52,11 +54,10 @@ def build(size=SIZE, depth=50, norm='BN', drop_path_rate=0.3, channels_last=True
 
 
 def dense_copy(model):
-    """``model`` with every bottleneck and the stem on the dense sparse path."""
+    """``model`` with every stage and the stem on the dense sparse path (the
+    copy's layers hold the copied tuner), the rest as in ``model``."""
     ref = copy.deepcopy(model)
-    for module in ref.modules():
-        if isinstance(module, (SparseBottleneckRowsMixin, SparseResNetRowsMixin)):
-            module.rows_path = False
+    ref.fast_path.tuner.fixed = {'ResNet stage': 'maps', 'ResNet stem': 'maps'}
     return ref
 
 
@@ -115,11 +116,9 @@ def count_rows_blocks(model, monkeypatch):
 
 @pytest.mark.parametrize('gather_convs', [True, False])
 def test_rows_path_equals_dense_sparse_path_in_float64(gather_convs, monkeypatch):
-    """3x3 convs as gather + matrix product (what the measured rule picks at
-    this size) or on the scattered map (what it picks at larger maps)."""
-    if not gather_convs:
-        monkeypatch.setattr(resnet_rows, 'gather_is_cheaper', lambda *args: False)
-    model = build()
+    """3x3 convs as gather + matrix product or on the scattered map (the
+    tuner's two implementations)."""
+    model = build(fixed=None if gather_convs else {'conv on visible rows': 'dense conv'})
     ref = dense_copy(model)
     images, active = data()
     calls = count_rows_blocks(model, monkeypatch)
@@ -210,20 +209,13 @@ def test_eval_and_unmasked_forwards_run_the_dense_block(monkeypatch):
     assert torch.equal(pred, ref_pred)
 
 
-def test_nchw_input_and_option_off_keep_the_dense_block(monkeypatch):
-    model = build(channels_last=False)
-    calls = count_rows_blocks(model, monkeypatch)
+def test_nchw_input_and_maps_choice_keep_the_dense_block(monkeypatch):
     images, active = data()
-    step(model, images, active)
-    assert not calls  # NCHW maps: the dense sparse block
-    torch.manual_seed(0)
-    off = MODELS.build(dict(
-        type='SparK', backbone=dict(type='ResNet', depth=50, base_channels=8,
-                                    stem_channels=8, out_indices=(0, 1, 2, 3)),
-        neck=dict(type='LightUNetDecoder', width=32), input_size=SIZE,
-        channels_last=True, rows_blocks=False))
-    blocks = [m for m in off.modules() if isinstance(m, SparseBottleneckRowsMixin)]
-    assert blocks and not any(b.rows_path for b in blocks)
+    for model in (build(channels_last=False),   # NCHW maps have no rows
+                  build(fixed={'ResNet stage': 'maps', 'ResNet stem': 'maps'})):
+        calls = count_rows_blocks(model, monkeypatch)
+        step(model, images, active)
+        assert not calls
 
 
 def test_uncovered_blocks_fall_back_to_the_dense_block(monkeypatch):

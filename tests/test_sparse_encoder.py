@@ -66,7 +66,7 @@ def test_masked_positions_stay_zero_in_every_layer(name):
     hooks = [m.register_forward_hook(check, with_kwargs=True) for m in model.backbone.modules()
              if isinstance(m, SparseMixin)]
     with model.sparse_context.masked(active):
-        features = model.encode(images, active)
+        features = model.encode(images)
     for hook in hooks:
         hook.remove()
     assert len(hooks) > 10
@@ -86,8 +86,8 @@ def test_visible_features_do_not_depend_on_masked_pixels(name):
     noisy = torch.where(mask_at(active, 64, 64), images,
                         torch.randn_like(images) * 10)
     with model.sparse_context.masked(active):
-        clean_features = model.encode(images, active)
-        noisy_features = model.encode(noisy, active)
+        clean_features = model.encode(images)
+        noisy_features = model.encode(noisy)
     for clean, noisy in zip(clean_features, noisy_features):
         assert torch.equal(clean, noisy)
 
@@ -184,7 +184,7 @@ def test_two_models_in_one_process_do_not_interfere():
         # the second model and the dense backbone see no mask
         for out, ref in zip(second.backbone(images), expected):
             assert torch.equal(out, ref)
-        masked_features = first.encode(images, active)
+        masked_features = first.encode(images)
     assert any(not torch.equal(a, b) for a, b in zip(masked_features, expected[::-1]))
     assert not first.sparse_context.is_active and not second.sparse_context.is_active
 

@@ -8,7 +8,10 @@ All candidates run in this one process, interleaved step by step, so that the
 ratios printed at the end compare like with like on a busy machine.
 
 Candidates (all built from one config):
-- ``ours``: this project's SparK, in the requested precision and layout;
+- ``ours``: this project's SparK as the config has it (the fast-path plug-in,
+  in the requested precision and layout);
+- ``plain``: this project's SparK without the fast path (``fast_path=False``):
+  the algorithm as spark_mm/models defines it;
 - ``dense``: the same backbone, dense, on the whole image, with a trivial loss;
 - ``mmpretrain``: mmpretrain's own ``SparK`` (``SparseResNet`` /
   ``SparseConvNeXt`` of the same arch, same decoder width), NCHW, in the
@@ -17,7 +20,10 @@ Candidates (all built from one config):
 A step is forward + backward + optimizer step (the config's optimizer and
 gradient clipping, through an mmengine optim wrapper). Timing alternates the
 candidates step by step (the order rotates every repetition) so that load from
-other processes hits all of them alike; medians are reported.
+other processes hits all of them alike; medians are reported. The fast
+path's tuner times its implementations during the first step (a warm-up
+step; its choices are cached per machine), and the table of what each layer
+took is printed.
 
 Peak memory. GPU: ``torch.cuda.max_memory_allocated`` over the timed steps,
 minus what was allocated before. CPU: each candidate runs again in a fresh
@@ -46,6 +52,7 @@ from mmengine.optim import build_optim_wrapper
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from spark_mm.engine.config_loading import single_process_config  # noqa: E402
 from spark_mm.engine.optim_wrappers import cpu_has_native_bf16  # noqa: E402
+from spark_mm.models.fast.tuner import device_name  # noqa: E402
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 _DTYPES = dict(bf16='bfloat16', fp16='float16')
@@ -66,6 +73,7 @@ class Candidate:
     precision: str
     channels_last: bool
     step: Callable[[], None] = None
+    model: object = None
     times: List[float] = field(default_factory=list)
     peak_bytes: Optional[int] = None
 
@@ -83,11 +91,14 @@ def load_config(config: str, decoder_width: Optional[int],
     return cfg
 
 
-def build_ours(cfg: Config, channels_last: bool):
+def build_ours(cfg: Config, channels_last: bool, fast: bool = True):
     from spark_mm.registry import MODELS
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.pop('data_preprocessor', None)
-    model_cfg['channels_last'] = channels_last
+    if not fast:
+        model_cfg['fast_path'] = False
+    elif isinstance(model_cfg.get('fast_path'), dict):
+        model_cfg['fast_path']['channels_last'] = channels_last
     model = MODELS.build(model_cfg)
     model.init_weights()
     return model
@@ -182,10 +193,13 @@ def make_step(model, loss_fn, optim_wrapper) -> Callable[[], None]:
 def build_candidate(name: str, cfg: Config, args, images) -> Candidate:
     """One candidate, ready to step; ``images`` are shared by all."""
     device = args.device
-    if name == 'ours':
+    if name in ('ours', 'plain'):
         cand = Candidate(name, args.precision, args.channels_last)
-        model = build_ours(cfg, args.channels_last).to(device)
+        model = build_ours(cfg, args.channels_last, fast=name == 'ours').to(device)
+        if name == 'plain' and args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         inputs = _layout(images, args.channels_last)
+        cand.model = model
 
         def loss_fn():
             return model.loss(inputs, None)['loss']
@@ -270,6 +284,8 @@ def start_memory_probe(name: str, args) -> subprocess.Popen:
            '--size', str(args.size), '--precision', args.precision,
            '--baseline-precision', args.baseline_precision,
            '--device', 'cpu', '--memory-steps', str(args.memory_steps)]
+    if args.threads:
+        cmd += ['--threads', str(args.threads)]
     if args.channels_last:
         cmd.append('--channels-last')
     if args.decoder_width:
@@ -311,7 +327,7 @@ def report(cands: Dict[str, Candidate], batch: int, log=print):
         log(f'{cand.name:<12}{cand.precision:<11}{cand.layout:<8}{t:>9.3f}'
             f'{batch / t:>9.2f}{ratio:>14}{mem:>10}{mem_ratio:>14}')
     ours = cands['ours']
-    for other in ('mmpretrain', 'dense'):
+    for other in ('mmpretrain', 'plain', 'dense'):
         if other in cands:
             # Steps of one repetition ran back to back: their ratio is the
             # least disturbed by load changing over the run.
@@ -339,7 +355,7 @@ def parse_args(argv=None):
                         'where the device supports it (overrides the two above)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config settings (key=value), e.g. '
-                        'model.compact_saved_maps=False; mmpretrain\'s SparK '
+                        'model.fast_path.compact_saved_maps=False; mmpretrain\'s SparK '
                         'follows the backbone, widths and mask ratio')
     parser.add_argument('--decoder-width', type=int, default=None,
                         help="decoder width at the coarsest scale (default: the config's)")
@@ -347,7 +363,7 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--device', choices=('cpu', 'cuda'), default=None)
     parser.add_argument('--candidates', nargs='+', default=['ours', 'dense', 'mmpretrain'],
-                        choices=['ours', 'dense', 'mmpretrain'])
+                        choices=['ours', 'plain', 'dense', 'mmpretrain'])
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
     parser.add_argument('--memory-steps', type=int, default=1)
     parser.add_argument('--parallel-memory', action='store_true',
@@ -387,8 +403,7 @@ def main(argv=None, log=print):
     if args.precision == 'bf16' and args.device == 'cpu' and not cpu_has_native_bf16():
         log('warning: this CPU has no native bf16 (avx512_bf16/AMX); '
             'bf16 autocast is emulated and slow here')
-    device_name = (torch.cuda.get_device_name() if args.device == 'cuda' else
-                   f'CPU, {torch.get_num_threads()} threads')
+    device_name = device_description(torch.device(args.device))
     log(f'config {args.config}, batch {args.batch}, {args.size}px, decoder width '
         f'{cfg.model.neck.width}, device: {device_name}, warm-up {args.warmup}, '
         f'timed {args.iters} (interleaved, median)')
@@ -420,7 +435,35 @@ def main(argv=None, log=print):
         for name, probe in probes.items():
             cands[name].peak_bytes = finish_memory_probe(name, probe)
     report(cands, args.batch, log)
+    report_choices(cands['ours'].model, log)
     return cands
+
+
+def report_choices(model, log=print):
+    """Which implementation each layer of ``model``'s fast path took."""
+    tuner = getattr(getattr(model, 'fast_path', None), 'tuner', None)
+    if tuner is None:
+        log('fast path: off (the plain algorithm)')
+        return
+    rows = tuner.report()
+    if not rows:
+        log(f'fast path: tuner mode {tuner.mode!r}, no layer with a choice measured')
+        return
+    log(f'fast path: implementation per layer (tuner mode {tuner.mode!r}; '
+        'measured seconds per forward+backward where timed this run)')
+    for layer, key, choice in rows:
+        times = tuner.timings.get(key)
+        timed = (' (' + ', '.join(f'{name} {seconds:.4f}' for name, seconds in times.items())
+                 + ')') if times else ' (from the cache)'
+        log(f'  {layer:<32} {key.split(" | ")[0]:<22} -> {choice}{timed}')
+
+
+def device_description(device: torch.device) -> str:
+    """The processor and what matters for speed on it."""
+    if device.type == 'cuda':
+        return f'{torch.cuda.get_device_name(device)} (torch {torch.__version__})'
+    return (f'CPU {device_name(device)}, {torch.get_num_threads()} threads '
+            f'(torch {torch.__version__})')
 
 
 def _cuda_peak(cand: Candidate) -> int:

@@ -88,7 +88,7 @@ def diagnose(config: str, checkpoint: Optional[str] = None,
     dense_features = sorted(as_feature_list(dense(inputs * pixel_mask)),
                             key=lambda f: -f.shape[-1])  # finest first
     with model.sparse_context.masked(active):
-        sparse_features = model.encode(inputs, active)[::-1]
+        sparse_features = model.encode(inputs)[::-1]
     if len(sparse_features) != len(dense_features):
         raise SparKInputError(f'the SparK encoder returns {len(sparse_features)} feature '
                          f'maps, the dense backbone {len(dense_features)}: use a '

@@ -91,9 +91,11 @@ class SparKFastPath:
         self.tuner = Tuner(**(tuner or {}))
 
     def apply(self, model: nn.Module) -> None:
-        """Swap in the fast layers of ``model`` (a SparK), in place."""
+        """Swap in the fast layers of ``model`` (a SparK, or a part of one
+        such as its decoder), in place."""
+        sparse = getattr(model, 'sparse', False)
         for name, module in model.named_modules():
-            mixin = self._mixin_for(module, model.sparse)
+            mixin = self._mixin_for(module, sparse)
             if mixin is None:
                 continue
             replace_class(module, mixin)
