@@ -92,21 +92,27 @@ class PresetMask:
         return int(self.active_b1hw[0].sum())
 
 
-@pytest.mark.parametrize('channels_last', [False, True])
-def test_spark_r50_equals_mmpretrain_spark_in_float64(channels_last):
+# SparK's fast_path: the plain algorithm, and the plug-in taking every
+# implementation that is not the plain one (channels_last).
+PATHS = dict(plain=False, fast=dict(type='SparKFastPath',
+                                    tuner=dict(mode='fast', cache_file='')))
+
+
+@pytest.mark.parametrize('path', list(PATHS))
+def test_spark_r50_equals_mmpretrain_spark_in_float64(path):
     torch.manual_seed(0)
     reference = build_mmpretrain_spark()
     ours = MODELS.build(dict(
         type='SparK', backbone=dict(type='ResNet', depth=50, out_indices=(0, 1, 2, 3)),
         neck=dict(type='LightUNetDecoder', width=WIDTH), input_size=SIZE,
-        mask_ratio=0.6, channels_last=channels_last))
+        mask_ratio=0.6, fast_path=PATHS[path]))
     randomise(reference)
     weights = {our_name(key): value for key, value in reference.state_dict().items()}
     assert weights.keys() == ours.state_dict().keys()
     ours.load_state_dict(weights)
     reference.double().train()
     ours.double().train()
-    if channels_last:
+    if path == 'fast':
         ours.to(memory_format=torch.channels_last)
 
     gen = torch.Generator().manual_seed(2)
@@ -149,15 +155,15 @@ BACKBONES = {
 }
 
 
-@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('path', list(PATHS))
 @pytest.mark.parametrize('family', list(BACKBONES))
-def test_float64_step_runs_for_every_backbone_family(family, channels_last):
+def test_float64_step_runs_for_every_backbone_family(family, path):
     densify_norm = (dict(type='LN2d', eps=1e-6) if 'ConvNeXt' in family
                     else dict(type='BN'))
     model = MODELS.build(dict(
         type='SparK', backbone=BACKBONES[family],
         neck=dict(type='LightUNetDecoder', width=64), densify_norm_cfg=densify_norm,
-        input_size=64, mask_ratio=0.5, channels_last=channels_last))
+        input_size=64, mask_ratio=0.5, fast_path=PATHS[path]))
     model.init_weights()
     model.double().train()
     images = torch.randn(2, 3, 64, 64, dtype=torch.float64)

@@ -13,8 +13,9 @@ slower than the plain path as measured.
 Timing runs forward and backward on detached copies of the inputs, with the
 random number generators and the modules' buffers (batch-norm running
 statistics) restored afterwards: tuning changes neither the results nor the
-random stream of training. In a distributed run rank 0 decides and broadcasts,
-so every rank computes the same way. Choices are cached in a JSON file per
+random stream of training. In a distributed run all ranks time together
+(SyncBN inside a candidate needs them all) and take rank 0's choice, so every
+rank computes the same way. Choices are cached in a JSON file per
 machine (CPU model and vector flags, or GPU name), torch version and thread
 count (``$SPARK_MM_TUNING_CACHE``, default
 ``~/.cache/spark_mm/tuning/``), written atomically, so a resumed run takes the
@@ -78,6 +79,12 @@ def default_cache_file(device: torch.device) -> str:
 def _synchronize(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+
+
+def _from_rank_zero(value):
+    values = [value]
+    dist.broadcast_object_list(values, src=0)
+    return values[0]
 
 
 def _run_once(candidate: Candidate) -> None:
@@ -159,21 +166,33 @@ class Tuner:
         return self.choices[key]
 
     def _decide(self, key, candidates, device, modules) -> str:
-        distributed = dist.is_available() and dist.is_initialized() \
-            and dist.get_world_size() > 1
-        choice = None
-        if not distributed or dist.get_rank() == 0:
-            choice = self._read_cache(device).get(key)
-            if choice not in candidates:
-                choice = self._measure(key, candidates, device, modules)
-                self._write_cache(device, key, choice)
+        """Rank 0's cached choice, else measured. Ranks call this in the same
+        order (the same model on the same shapes), so with several ranks they
+        all measure together (SyncBN layers inside a candidate need every
+        rank) and take rank 0's result."""
+        distributed = (dist.is_available() and dist.is_initialized()
+                       and dist.get_world_size() > 1)
+        main = not distributed or dist.get_rank() == 0
+        cached = self._read_cache(device).get(key) if main else None
         if distributed:
-            decided = [choice]
-            dist.broadcast_object_list(decided, src=0)
-            choice = decided[0]
+            cached = _from_rank_zero(cached)
+        if cached in candidates:
+            return cached
+        choice = self._measure(key, candidates, device, modules)
+        if distributed:
+            choice = _from_rank_zero(choice)
+        if main:
+            self._write_cache(device, key, choice)
         return choice
 
     def _measure(self, key, candidates, device, modules) -> str:
+        times = self._time_each(candidates, device, modules)
+        self.timings[key] = times
+        plain = next(iter(times))
+        best = min(times, key=times.get)  # the first of equals: plain on ties
+        return best if times[best] < times[plain] else plain
+
+    def _time_each(self, candidates, device, modules) -> Dict[str, float]:
         times = {}
         with _RestoredState(modules, device):
             for name, candidate in candidates.items():
@@ -186,10 +205,7 @@ class Tuner:
                     _synchronize(device)
                     runs.append(self.timer() - start)
                 times[name] = min(runs)
-        self.timings[key] = times
-        plain = next(iter(times))
-        best = min(times, key=times.get)  # the first of equals: plain on ties
-        return best if times[best] < times[plain] else plain
+        return times
 
     # ---- the cache file ---------------------------------------------------
     def _path(self, device) -> Optional[str]:
