@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
 import spark_mm  # noqa: E402,F401
 from spark_mm.errors import CheckpointError  # noqa: E402
-from spark_mm.checkpoint.formats import RESNET_DEPTHS  # noqa: E402
+from spark_mm.checkpoint.architecture import RESNET_DEPTHS  # noqa: E402
 
 import export_backbone  # noqa: E402  (tools/export_backbone.py)
 
