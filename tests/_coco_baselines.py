@@ -6,7 +6,7 @@ import json
 import numpy as np
 import torch
 
-from spark_mm.datasets.synthetic_coco import CATEGORIES
+from spark_mm.datasets.synthetic.coco import CATEGORIES
 
 CLASSES = tuple(category['name'] for category in CATEGORIES)
 

@@ -162,7 +162,7 @@ def test_unreadable_image_is_skipped_with_warning_and_counted(tmp_path):
     pipeline = [dict(type='LoadImageOrSkip'),
                 dict(type='RandomResizedCrop', scale=32, backend='pillow'),
                 dict(type='PackInputs')]
-    dataset = DATASETS.build(dict(type='SparkDemoImages', data_root=root,
+    dataset = DATASETS.build(dict(type='SparKDemoImages', data_root=root,
                                   num_images=6, image_size=(40, 40),
                                   pipeline=pipeline))
     broken = os.path.join(root, 'demo_00002.png')

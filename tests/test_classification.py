@@ -25,10 +25,10 @@ sys.path.insert(0, ROOT)
 
 import spark_mm  # noqa: E402,F401
 import spark_mm.classification  # noqa: E402,F401
-from spark_mm.classification import (PixelRandomErasing,  # noqa: E402
-                                     make_labelled_folder)
-from spark_mm.engine.layer_decay import resnet_cls_layer_ids  # noqa: E402
-from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.apis import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.classification import PixelRandomErasing  # noqa: E402
+from spark_mm.classification.layer_decay import resnet_cls_layer_ids  # noqa: E402
+from spark_mm.datasets.synthetic import make_labelled_folder  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
 
 from _reliability import free_port  # noqa: E402
@@ -207,7 +207,7 @@ def test_resnet_layer_ids_of_the_deeper_official_depths():
 
 
 def test_resnet_cls_constructor_needs_its_decay_rate():
-    from spark_mm.engine.layer_decay import \
+    from spark_mm.classification.layer_decay import \
         ResNetClsLayerDecayOptimWrapperConstructor
     with pytest.raises(ValueError, match='decay_rate'):
         ResNetClsLayerDecayOptimWrapperConstructor(
@@ -457,17 +457,40 @@ def test_linear_probe_and_knn_configs_follow_their_protocols():
 
 
 def test_demo_folder_is_generated_on_first_use(tmp_path):
-    from spark_mm.classification import SparkDemoLabelledImages
+    from spark_mm.datasets.synthetic import SparKDemoLabelledImages
     root = str(tmp_path / 'demo')
-    val = SparkDemoLabelledImages(root=root, split='val', num_train=1,
+    val = SparKDemoLabelledImages(root=root, split='val', num_train=1,
                                   num_val=2, image_size=16)
     assert len(val) == 8
     assert list(val.metainfo['classes']) == sorted(
         ['h_stripes', 'v_stripes', 'checker', 'disc'])
     assert sorted(val.get_gt_labels().tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert len(SparkDemoLabelledImages(root=root, split='train')) == 4
+    assert len(SparKDemoLabelledImages(root=root, split='train')) == 4
     with pytest.raises(ValueError, match="split must be 'train' or 'val'"):
-        SparkDemoLabelledImages(root=root, split='test')
+        SparKDemoLabelledImages(root=root, split='test')
+
+
+def test_make_labelled_folder_tool_writes_the_generated_folder(tmp_path):
+    """tools/make_labelled_folder.py writes what the generator writes, byte
+    for byte; bad sizes end in one line."""
+    tool = [sys.executable, os.path.join(ROOT, 'tools', 'make_labelled_folder.py')]
+    made = subprocess.run(tool + [str(tmp_path / 'tool'), '--num-train', '1',
+                                  '--num-val', '1', '--size', '16', '--seed', '3'],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    reference = make_labelled_folder(str(tmp_path / 'reference'), num_train=1,
+                                     num_val=1, image_size=16, seed=3)
+    files = sorted(os.path.relpath(path, reference) for path in glob.glob(
+        os.path.join(reference, '*', '*', '*.png')))
+    assert len(files) == 8
+    for name in files:
+        with open(os.path.join(reference, name), 'rb') as want, \
+                open(str(tmp_path / 'tool' / name), 'rb') as got:
+            assert got.read() == want.read(), name
+    bad = subprocess.run(tool + [str(tmp_path / 'bad'), '--num-val', '0'],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.count('\n') == 1
+    assert 'num_train, num_val >= 1' in bad.stderr
 
 
 def test_own_folder_with_another_class_count_stops_in_one_line(tmp_path):

@@ -19,16 +19,17 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
 import spark_mm  # noqa: E402,F401
-from spark_mm.datasets.synthetic_coco import make_synthetic_coco  # noqa: E402
+from spark_mm.datasets.synthetic.coco import make_synthetic_coco  # noqa: E402
 from spark_mm.checkpoint.loading import \
     allow_mmengine_checkpoints  # noqa: E402
 from spark_mm.engine.layer_decay import (  # noqa: E402
     ResNetLayerDecayOptimWrapperConstructor, resnet_layer_ids)
 from spark_mm.detection.precise_bn import recompute_bn_stats  # noqa: E402
 from spark_mm.errors import CheckpointError  # noqa: E402
-from spark_mm.checkpoint.formats import (detectron2_name,  # noqa: E402
-                                     expected_detectron2_names)
-from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.checkpoint.load_checks import \
+    expected_detectron2_names  # noqa: E402
+from spark_mm.checkpoint.names import detectron2_name  # noqa: E402
+from spark_mm.apis import revert_sync_bn_in_config  # noqa: E402
 
 import export_backbone  # noqa: E402  (tools/export_backbone.py)
 from _coco_baselines import (coco_bbox_metrics,  # noqa: E402

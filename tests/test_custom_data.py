@@ -19,9 +19,9 @@ from spark_mm.datasets import (LoadImageOrSkip, UnlabeledImageFolder,  # noqa: E
                                check_data_roots, scan_image_folder,
                                set_data_root, to_channels,
                                use_annotation_classes)
-from spark_mm.datasets.study_scenes import make_study_data  # noqa: E402
+from spark_mm.datasets.synthetic.study_scenes import make_study_data  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
-from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.apis import revert_sync_bn_in_config  # noqa: E402
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 

@@ -17,7 +17,7 @@ import os
 import pytest
 import torch
 
-from spark_mm.datasets.synthetic_coco import make_synthetic_coco
+from spark_mm.datasets.synthetic.coco import make_synthetic_coco
 from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
 
 from _coco_baselines import (CLASSES, coco_bbox_metrics,

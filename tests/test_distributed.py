@@ -355,7 +355,7 @@ custom_hooks = []
 def test_dist_train_sh_mask_rcnn_with_dense_syncbn_on_cpu(tmp_path):
     """mmdet's dense SyncBN (backbone, FPN, heads): torch refuses it on CPU;
     CPUDistributedDataParallel turns it into the gloo-capable SyncBN."""
-    from spark_mm.datasets.synthetic_coco import make_synthetic_coco
+    from spark_mm.datasets.synthetic.coco import make_synthetic_coco
     data_root = str(tmp_path / 'coco') + '/'
     make_synthetic_coco(data_root, num_train=8, num_val=4, image_size=(96, 128))
     config = tmp_path / 'mask_rcnn_syncbn.py'

@@ -22,14 +22,23 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
+from mmdet.models.backbones import ResNet
+from mmpretrain.models.backbones import ConvNeXt as MMPretrainConvNeXt
+from timm.models.convnext import ConvNeXt as TimmConvNeXt
+from torchvision.models.convnext import CNBlockConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
 import spark_mm  # noqa: E402,F401
+from spark_mm.checkpoint.architecture import RESNET_DEPTHS  # noqa: E402
+from spark_mm.checkpoint.load_checks import \
+    expected_detectron2_names  # noqa: E402
+from spark_mm.checkpoint.names import (  # noqa: E402
+    CONVNEXT_STAGE_NORM, CONVNEXT_TIMM, CONVNEXT_TORCHVISION, RESNET_DETECTRON2)
 from spark_mm.errors import CheckpointError  # noqa: E402
-from spark_mm.checkpoint.formats import RESNET_DEPTHS  # noqa: E402
 
 import export_backbone  # noqa: E402  (tools/export_backbone.py)
 
@@ -629,3 +638,28 @@ def test_official_resnet200_release_goes_to_timm(tmp_path, capsys):
         export_backbone.export(str(path), str(tmp_path / 'bad'),
                                formats=['detectron2'])
     assert not (tmp_path / 'bad').exists()
+
+
+def test_name_tables_map_the_real_models_keys_both_ways():
+    """Every key of torchvision's and timm's ConvNeXt and of Detectron2's
+    ResNet maps to a key of the canonical model (mmpretrain ConvNeXt, mmdet
+    ResNet) and back: the tables cover both namings, in both directions."""
+    canonical = {key for key in MMPretrainConvNeXt(
+        arch=dict(depths=list(TINY_DEPTHS), channels=list(TINY_DIMS)),
+        out_indices=(0, 1, 2, 3)).state_dict()
+        if not CONVNEXT_STAGE_NORM.match(key)}
+    dims = list(TINY_DIMS) + [None]
+    torchvision_keys = {key for key in torchvision.models.convnext.ConvNeXt(
+        [CNBlockConfig(dims[i], dims[i + 1], depth)
+         for i, depth in enumerate(TINY_DEPTHS)]).state_dict()
+        if not key.startswith('classifier.')}
+    timm_keys = {key for key in TimmConvNeXt(
+        depths=TINY_DEPTHS, dims=TINY_DIMS, num_classes=0).state_dict()
+        if not key.startswith('head.')}
+    resnet = set(ResNet(depth=50).state_dict())
+    detectron2 = set(expected_detectron2_names(50))
+    for table, other, mine in ((CONVNEXT_TORCHVISION, torchvision_keys, canonical),
+                               (CONVNEXT_TIMM, timm_keys, canonical),
+                               (RESNET_DETECTRON2, detectron2, resnet)):
+        assert {table.to_canonical(key) for key in other} == mine
+        assert {table.from_canonical(key) for key in mine} == other

@@ -1,5 +1,6 @@
-"""The package's shape: no import cycle, a top level that is only its face,
-``import spark_mm`` without mmdet/mmseg, scoped names through the public
+"""The package's shape: no import cycle, dependencies between folders in one
+direction (imports inside functions included), a top level that is only its
+face, ``import spark_mm`` without mmdet/mmseg, scoped names through the public
 registry API, one user-error type."""
 import ast
 import os
@@ -22,7 +23,7 @@ def _is_package(module: str) -> bool:
 
 
 def _resolve(module: str, node: ast.ImportFrom) -> list:
-    """The spark_mm modules a module-level ``from ... import ...`` loads."""
+    """The modules a ``from ... import ...`` in ``module`` loads (absolute names)."""
     if node.level:
         base = module.split('.')
         if not _is_package(module):
@@ -31,8 +32,6 @@ def _resolve(module: str, node: ast.ImportFrom) -> list:
         target = '.'.join(base + ([node.module] if node.module else []))
     else:
         target = node.module or ''
-    if not target.startswith('spark_mm'):
-        return []
     found = [target]
     for alias in node.names:  # `from package import submodule`
         candidate = f'{target}.{alias.name}'
@@ -42,23 +41,36 @@ def _resolve(module: str, node: ast.ImportFrom) -> list:
     return found
 
 
-def import_graph() -> dict:
-    graph = {}
+def imports_of(module: str, source: str) -> list:
+    """(imported module, line) of every import in ``source``, at module level
+    or inside functions, classes and ``try`` blocks."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            found += [(target, node.lineno) for target in _resolve(module, node)]
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+    return found
+
+
+def package_imports() -> dict:
+    """module -> [(imported module, line)] for every module of spark_mm."""
+    found = {}
     for folder, _, files in os.walk(PACKAGE):
         for name in files:
-            if not name.endswith('.py'):
-                continue
-            path = os.path.join(folder, name)
-            module = _module_name(path)
-            edges = set()
-            for node in ast.parse(open(path).read()).body:  # module level only
-                if isinstance(node, ast.ImportFrom):
-                    edges.update(_resolve(module, node))
-                elif isinstance(node, ast.Import):
-                    edges.update(alias.name for alias in node.names
-                                 if alias.name.startswith('spark_mm'))
-            graph[module] = edges - {module}
-    return graph
+            if name.endswith('.py'):
+                path = os.path.join(folder, name)
+                with open(path) as file:
+                    found[_module_name(path)] = imports_of(_module_name(path),
+                                                           file.read())
+    return found
+
+
+def import_graph() -> dict:
+    """module -> the spark_mm modules it imports (anywhere in its code)."""
+    return {module: {target for target, _ in targets
+                     if target.split('.')[0] == 'spark_mm'} - {module}
+            for module, targets in package_imports().items()}
 
 
 def find_cycle(graph: dict):
@@ -100,9 +112,83 @@ def test_graph_sees_relative_imports():
     assert 'spark_mm.errors' in graph['spark_mm.checkpoint.loading']
 
 
+def test_graph_sees_imports_inside_functions():
+    source = ('def build():\n'
+              '    from .fast import resnet_rows\n'
+              '    import tools.common.run_config\n')
+    found = imports_of('spark_mm.models.spark', source)
+    assert ('spark_mm.models.fast', 2) in found
+    assert ('tools.common.run_config', 3) in found
+    # a real one: mmdet, optional, is imported where it is needed
+    assert 'mmdet.models.backbones' in {
+        target for target, _ in package_imports()['spark_mm.checkpoint.load_checks']}
+
+
+TOOLS = ('tools', ) + tuple(  # tools/ scripts, importable as top-level names
+    name[:-len('.py')] for name in os.listdir(os.path.join(ROOT, 'tools'))
+    if name.endswith('.py')) + ('common', )
+TASKS = ('spark_mm.engine', 'spark_mm.datasets', 'spark_mm.classification',
+         'spark_mm.detection', 'spark_mm.segmentation',
+         'spark_mm.visualization', 'spark_mm.apis')
+# (importers, importers exempted, modules they must not import, why)
+FORBIDDEN = {
+    'library-imports-tools': (
+        'spark_mm', (), TOOLS,
+        'the library never imports the command-line tools'),
+    'core-imports-fast': (
+        'spark_mm.models', ('spark_mm.models.fast', ), ('spark_mm.models.fast', ),
+        'the plain SparK stands alone; fast/ is a plug-in that depends on it'),
+    'models-import-tasks': (
+        'spark_mm.models', (), TASKS,
+        'models are the algorithm; training, data and tasks use them, '
+        'never the reverse'),
+    'checkpoint-imports-engine': (
+        'spark_mm.checkpoint', (), ('spark_mm.engine', ),
+        'checkpoints are read and written without the training machinery'),
+}
+
+
+def _within(module: str, prefixes) -> bool:
+    return any(module == prefix or module.startswith(prefix + '.')
+               for prefix in prefixes)
+
+
+def forbidden_imports(rule: str, imports: dict) -> list:
+    """'path:line imports target' for every import that breaks ``rule``."""
+    importers, exempt, targets, _ = FORBIDDEN[rule]
+    offences = []
+    for module, found in sorted(imports.items()):
+        if not _within(module, (importers, )) or _within(module, exempt):
+            continue
+        path = module.replace('.', '/') + (
+            '/__init__.py' if _is_package(module) else '.py')
+        offences += [f'{path}:{line} imports {target}'
+                     for target, line in found if _within(target, targets)]
+    return offences
+
+
+def test_rules_catch_a_planted_offence():
+    planted = {'spark_mm.models.spark': imports_of(
+        'spark_mm.models.spark', 'def f():\n    from ..engine import hooks\n')}
+    assert forbidden_imports('models-import-tasks', planted) == [
+        'spark_mm/models/spark.py:2 imports spark_mm.engine']
+    assert forbidden_imports('checkpoint-imports-engine', planted) == []
+
+
+@pytest.mark.parametrize('rule', [
+    pytest.param(rule, marks=pytest.mark.xfail(
+        strict=False, reason='issue 20 item 1, lead'))
+    if rule == 'core-imports-fast' else rule
+    for rule in FORBIDDEN])
+def test_dependencies_point_one_way(rule):
+    offences = forbidden_imports(rule, package_imports())
+    assert not offences, (f'{FORBIDDEN[rule][3]}: ' + '; '.join(offences))
+
+
 def test_top_level_is_the_package_face():
     modules = sorted(name for name in os.listdir(PACKAGE) if name.endswith('.py'))
-    assert modules == ['__init__.py', 'errors.py', 'registry.py', 'version.py']
+    assert modules == ['__init__.py', 'apis.py', 'errors.py', 'registry.py',
+                       'version.py']
 
 
 def test_import_without_mmdet_and_mmseg():

@@ -1,5 +1,5 @@
 """A GPU run of a detection/segmentation config with CPU-only mmcv ops stops at
-start with one line (spark_mm/engine/mmcv_ops_check.py, called by tools/train.py
+start with one line (tools/common/mmcv_ops_check.py, called by tools/train.py
 and tools/test.py). The GPU is faked: torch.cuda.is_available is patched."""
 import os
 import os.path as osp
@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from spark_mm.engine import mmcv_ops_check as check
+from tools.common import mmcv_ops_check as check
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET = osp.join(ROOT, 'configs', 'mask_rcnn', 'demo_r18_synthetic_coco.py')

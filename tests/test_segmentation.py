@@ -28,9 +28,9 @@ import spark_mm.segmentation  # noqa: E402,F401  (registers into mmseg)
 from spark_mm.datasets import check_data_roots  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
 from spark_mm.errors import CheckpointError  # noqa: E402
-from spark_mm.segmentation import (CheckedPretrained,  # noqa: E402
-                                   make_synthetic_ade20k)
-from spark_mm.engine.config_loading import revert_sync_bn_in_config  # noqa: E402
+from spark_mm.datasets.synthetic import make_synthetic_ade20k  # noqa: E402
+from spark_mm.segmentation import CheckedPretrained  # noqa: E402
+from spark_mm.apis import revert_sync_bn_in_config  # noqa: E402
 
 import train as train_tool  # noqa: E402  (tools/train.py)
 

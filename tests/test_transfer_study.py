@@ -15,9 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
-from spark_mm.datasets.study_scenes import (STUDY_SETTINGS,  # noqa: E402
-                                            draw_scene, make_study_data,
-                                            study_data_matches)
+from spark_mm.datasets.synthetic.study_scenes import (  # noqa: E402
+    STUDY_SETTINGS, draw_scene, make_study_data, study_data_matches)
 
 import transfer_study  # noqa: E402  (tools/transfer_study.py)
 

@@ -25,7 +25,8 @@ from mmengine.runner import save_checkpoint  # noqa: E402
 
 from spark_mm.engine import ReconstructionVisualizationHook  # noqa: E402
 from spark_mm.registry import HOOKS  # noqa: E402
-from spark_mm.visualization import (MASK_GREY, build_spark, fixed_mask,  # noqa: E402
+from spark_mm.apis import build_spark  # noqa: E402
+from spark_mm.visualization import (MASK_GREY, fixed_mask,  # noqa: E402
                                     grid_size, load_image, panel_box)
 
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'spark', 'demo_r18.py')

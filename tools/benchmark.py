@@ -50,7 +50,7 @@ from mmengine.optim import build_optim_wrapper
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from spark_mm.engine.config_loading import single_process_config  # noqa: E402
+from spark_mm.apis import single_process_config  # noqa: E402
 from spark_mm.engine.optim_wrappers import cpu_has_native_bf16  # noqa: E402
 from spark_mm.models.fast.tuner import device_name  # noqa: E402
 

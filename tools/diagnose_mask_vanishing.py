@@ -28,12 +28,12 @@ import torch  # noqa: E402
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from spark_mm.models.geometry import (as_feature_list,  # noqa: E402
                                       remove_output_norms)
-from spark_mm.engine.config_loading import single_process_config  # noqa: E402
+from spark_mm.apis import build_spark, single_process_config  # noqa: E402
 from spark_mm.errors import SparKInputError  # noqa: E402
 from spark_mm.models.sparse.context import expand_mask  # noqa: E402
 from spark_mm.registry import MODELS  # noqa: E402
-from spark_mm.visualization import (build_spark, denormalize,  # noqa: E402
-                                    fixed_mask, load_image, to_model_inputs)
+from spark_mm.visualization import (denormalize, fixed_mask,  # noqa: E402
+                                    load_image, to_model_inputs)
 from tools.common.model_tools import (add_mask_arguments,  # noqa: E402
                                       input_errors_exit, input_size,
                                       parse_with_cfg_options)

@@ -33,9 +33,10 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from spark_mm.checkpoint.formats import (PREPARE, backbone_kind,  # noqa: E402
-                                         convnext_arch, default_formats,
-                                         prepare_mmdet, resnet_depth)
+from spark_mm.checkpoint.architecture import (  # noqa: E402
+    backbone_kind, convnext_arch, resnet_depth)
+from spark_mm.checkpoint.writers import (PREPARE, default_formats,  # noqa: E402
+                                         prepare_mmdet)
 from spark_mm.checkpoint.sources import SOURCES, read_backbone  # noqa: E402
 from spark_mm.errors import CheckpointError  # noqa: E402
 

@@ -4,7 +4,7 @@
     python tools/make_synthetic_coco.py --study --out data/transfer_study
 
 ``--study`` writes the transfer study's data (many unlabelled scenes in nested
-folders plus a few labelled ones, spark_mm/datasets/study_scenes.py) with the
+folders plus a few labelled ones, spark_mm/datasets/synthetic/study_scenes.py) with the
 committed settings (``STUDY_SETTINGS``); ``--num-unlabeled``, ``--num-train``,
 ``--num-val``, ``--seed`` change them.
 """
@@ -14,9 +14,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from spark_mm.datasets.study_scenes import (STUDY_SETTINGS,  # noqa: E402
-                                            make_study_data)
-from spark_mm.datasets.synthetic_coco import make_synthetic_coco  # noqa: E402
+from spark_mm.datasets.synthetic.coco import make_synthetic_coco  # noqa: E402
+from spark_mm.datasets.synthetic.study_scenes import (  # noqa: E402
+    STUDY_SETTINGS, make_study_data)
 
 
 def main():

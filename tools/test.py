@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.checkpoint.loading import allow_mmengine_checkpoints  # noqa: E402
-from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
+from tools.common.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
     finish_distributed, load_tool_config, parse_tool_args, start_cpu_distributed)

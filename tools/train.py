@@ -26,7 +26,7 @@ import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.checkpoint.loading import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
 from spark_mm.datasets import check_data_roots  # noqa: E402
-from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
+from tools.common.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
     enable_amp, finish_distributed, load_tool_config, parse_tool_args,

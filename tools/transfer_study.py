@@ -13,7 +13,7 @@ seed, Mask R-CNN is fine-tuned on the labelled COCO-format set and evaluated
 to ``<work-dir>/results.md`` and ``results.csv``, the bar chart to
 ``<work-dir>/results.png``.
 
-Data: by default the generated study scenes (``spark_mm/datasets/
+Data: by default the generated study scenes (``spark_mm/datasets/synthetic/
 study_scenes.py``, ``STUDY_SETTINGS``), made in ``data/transfer_study`` when
 missing. Your own: ``--unlabeled DIR`` (any image folder) and ``--coco DIR``
 (mmdet's COCO layout; class names from its annotation file).
@@ -42,6 +42,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from spark_mm.checkpoint.saving import (write_atomically,  # noqa: E402
                                        write_text_atomically)
+from spark_mm.datasets.synthetic.study_scenes import (  # noqa: E402
+    STUDY_SETTINGS, make_study_data, study_data_matches)
 
 INITS = ('random', 'spark', 'zero_outing', 'checkpoint')
 PRETRAINED_INITS = ('spark', 'zero_outing')
@@ -288,8 +290,6 @@ class Study:
                 if not osp.isdir(path):
                     raise StudyError(f'{what} {path!r} does not exist')
             return
-        from spark_mm.datasets.study_scenes import (STUDY_SETTINGS, make_study_data,
-                                                    study_data_matches)
         if not study_data_matches(args.data_dir, **STUDY_SETTINGS):
             print(f'making the study data in {args.data_dir} '
                   f'({STUDY_SETTINGS["num_unlabeled"]} unlabelled scenes, '

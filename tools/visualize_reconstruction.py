@@ -22,8 +22,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools.common.model_tools import (add_mask_arguments,  # noqa: E402
                                    input_errors_exit, input_size,
                                    parse_with_cfg_options)
-from spark_mm.visualization import (build_spark, load_image,  # noqa: E402
-                                    reconstruction_grid, save_png)
+from spark_mm.apis import build_spark  # noqa: E402
+from spark_mm.visualization import (load_image, reconstruction_grid,  # noqa: E402
+                                    save_png)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 

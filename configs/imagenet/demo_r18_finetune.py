@@ -1,7 +1,7 @@
 # CPU demo of the fine-tuning path: a ResNet-18 from the demo pretraining
 # (configs/spark/demo_r18.py -> work_dirs/demo_r18/backbone.pth) fine-tuned
 # on a generated 4-class labelled folder, written to data/spark_cls_demo on
-# first use (SparkDemoLabelledImages, spark_mm/classification/
+# first use (SparKDemoLabelledImages, spark_mm/datasets/synthetic/
 # labelled_folder.py). Same code path and augmentation types as the ImageNet
 # recipe; 64 px, batch 16, a few epochs, a larger lr (LAMB moves each weight
 # by about lr of its norm per step) and a faster EMA, so that a minute of
@@ -44,12 +44,12 @@ model = dict(
 train_dataloader = dict(
     batch_size=batch_size, num_workers=2, persistent_workers=False,
     pin_memory=False,
-    dataset=dict(_delete_=True, type='SparkDemoLabelledImages', root=data_root,
+    dataset=dict(_delete_=True, type='SparKDemoLabelledImages', root=data_root,
                  split='train', pipeline=demo_train_pipeline))
 val_dataloader = dict(
     batch_size=batch_size, num_workers=2, persistent_workers=False,
     pin_memory=False,
-    dataset=dict(_delete_=True, type='SparkDemoLabelledImages', root=data_root,
+    dataset=dict(_delete_=True, type='SparKDemoLabelledImages', root=data_root,
                  split='val', pipeline=demo_val_pipeline))
 test_dataloader = val_dataloader
 

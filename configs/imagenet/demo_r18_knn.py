@@ -15,13 +15,13 @@ demo_pipeline = [
 model = dict(backbone=dict(depth=18), num_classes=4, k=10)
 test_dataloader = dict(
     batch_size=16, num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, type='SparkDemoLabelledImages', root=data_root,
+    dataset=dict(_delete_=True, type='SparKDemoLabelledImages', root=data_root,
                  split='val', pipeline=demo_pipeline))
 test_evaluator = dict(type='Accuracy', topk=(1, ))
 custom_hooks = [
     dict(type='KNNBankHook', dataloader=dict(
         batch_size=16, num_workers=0,
         sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
-        dataset=dict(type='SparkDemoLabelledImages', root=data_root,
+        dataset=dict(type='SparKDemoLabelledImages', root=data_root,
                      split='train', pipeline=demo_pipeline))),
     dict(type='NanGuardHook'), dict(type='StepSeedHook')]  # as the base's

@@ -31,11 +31,11 @@ model = dict(
     head=dict(num_classes=num_classes, in_channels=512, topk=(1, )))
 train_dataloader = dict(
     batch_size=16, num_workers=2, persistent_workers=False, pin_memory=False,
-    dataset=dict(_delete_=True, type='SparkDemoLabelledImages', root=data_root,
+    dataset=dict(_delete_=True, type='SparKDemoLabelledImages', root=data_root,
                  split='train', pipeline=demo_train_pipeline))
 val_dataloader = dict(
     batch_size=16, num_workers=2, persistent_workers=False, pin_memory=False,
-    dataset=dict(_delete_=True, type='SparkDemoLabelledImages', root=data_root,
+    dataset=dict(_delete_=True, type='SparKDemoLabelledImages', root=data_root,
                  split='val', pipeline=demo_val_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))

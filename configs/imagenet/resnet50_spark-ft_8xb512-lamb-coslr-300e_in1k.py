@@ -58,7 +58,7 @@ optim_wrapper = dict(
                    bias_correction=False, always_adapt=True,
                    max_grad_norm=1e7),
     # lr x 0.7 ** (N + 1 - layer id), N = 6 for R50; no weight decay on 1-D
-    # parameters and biases (spark_mm/engine/layer_decay.py)
+    # parameters and biases (spark_mm/classification/layer_decay.py)
     constructor='ResNetClsLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(decay_rate=0.7))
 

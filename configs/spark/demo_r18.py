@@ -23,7 +23,7 @@ train_dataloader = dict(
     batch_size=batch_size,
     num_workers=2,
     pin_memory=False,
-    dataset=dict(_delete_=True, type='SparkDemoImages',
+    dataset=dict(_delete_=True, type='SparKDemoImages',
                  data_root='data/spark_demo', num_images=256,
                  pipeline=train_pipeline))
 

@@ -1,6 +1,6 @@
 # CPU demo: the SparK UperNet recipe in miniature. ResNet-18 from the demo
 # pretraining (configs/spark/demo_r18.py), the generated ADE20K-layout dataset
-# (python -c "from spark_mm.segmentation import make_synthetic_ade20k;
+# (python -c "from spark_mm.datasets.synthetic import make_synthetic_ade20k;
 # make_synthetic_ade20k('data/synthetic_ade20k')"), 64 px crops instead of
 # 512, 5 classes, narrow heads (64/32 channels instead of 512/256), 40
 # iterations, then mmseg's mIoU. SyncBN as in the full recipe: tools/train.py

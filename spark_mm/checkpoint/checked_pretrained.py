@@ -23,20 +23,20 @@ from typing import Mapping, Optional
 import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
+from mmengine.runner.checkpoint import CheckpointLoader
+from mmpretrain.models import ConvNeXt
 
-from ..checkpoint.key_report import NOTHING, compare_keys, listed
-from ..checkpoint.loading import load_checkpoint_safely, state_dict_of
 from ..errors import CheckpointError
 from ..registry import WEIGHT_INITIALIZERS
-
-# per-stage output norms of mmpretrain's ConvNeXt that SparK does not pretrain
-CONVNEXT_STAGE_NORM = re.compile(r'^norm[0-3]\.(weight|bias)$')
+from .key_report import NOTHING, compare_keys, listed
+from .loading import load_checkpoint_safely, state_dict_of
+from .names import CONVNEXT_STAGE_NORM
+from .prefixes import DATA_PARALLEL_PREFIX, strip_prefix
 
 
 def fresh_keys_allowed(module: nn.Module) -> re.Pattern:
     """Which missing keys ``module`` may initialise itself (never matches
     anything for backbones other than mmpretrain's ConvNeXt)."""
-    from mmpretrain.models import ConvNeXt
     if isinstance(module, ConvNeXt):
         return CONVNEXT_STAGE_NORM
     return NOTHING
@@ -45,7 +45,6 @@ def fresh_keys_allowed(module: nn.Module) -> re.Pattern:
 def _read(checkpoint: str) -> Mapping:
     if osp.isfile(checkpoint) or '://' not in checkpoint:
         return load_checkpoint_safely(checkpoint)  # CheckpointError if absent
-    from mmengine.runner.checkpoint import CheckpointLoader
     return CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
 
 
@@ -54,12 +53,9 @@ def backbone_weights(checkpoint: str, prefix: Optional[str]) -> 'OrderedDict':
     weights = state_dict_of(_read(checkpoint))
     if not isinstance(weights, Mapping):
         raise CheckpointError(f'checkpoint {checkpoint!r} holds no state dict')
-    weights = OrderedDict((re.sub(r'^module\.', '', key), value)
-                          for key, value in weights.items())
+    weights = strip_prefix(weights, DATA_PARALLEL_PREFIX, keep_others=True)
     if prefix:
-        weights = OrderedDict((key[len(prefix):], value)
-                              for key, value in weights.items()
-                              if key.startswith(prefix))
+        weights = strip_prefix(weights, prefix)
         if not weights:
             raise CheckpointError(
                 f'checkpoint {checkpoint!r} holds no {prefix!r} weights; for a '

@@ -3,7 +3,7 @@ reshaped keys, written as one line.
 
 Used wherever weights meet a model: resuming and ``load_from``
 (:func:`spark_mm.checkpoint.loading.check_checkpoint_matches`), exporting to
-another toolbox (:mod:`spark_mm.checkpoint.formats`) and downstream
+another toolbox (:mod:`spark_mm.checkpoint.load_checks`) and downstream
 initialisation (``spark_mm.CheckedPretrained``).
 """
 import re

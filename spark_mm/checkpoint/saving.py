@@ -5,7 +5,6 @@ file to disk and renames it into place (``os.replace`` is atomic), so a crash
 or a full disk leaves the previous file, not half of a new one.
 """
 import os
-import pickle
 from typing import Callable
 
 import torch
@@ -36,14 +35,6 @@ def write_atomically(path: str, write: Callable[[str], None]) -> str:
 def save_torch_atomically(obj, path: str) -> str:
     """``torch.save(obj, path)``, atomically."""
     return write_atomically(path, lambda tmp: torch.save(obj, tmp))
-
-
-def save_pickle_atomically(obj, path: str) -> str:
-    """``pickle.dump(obj)`` into ``path``, atomically."""
-    def write(tmp):
-        with open(tmp, 'wb') as file:
-            pickle.dump(obj, file)
-    return write_atomically(path, write)
 
 
 def write_text_atomically(path: str, text: str) -> str:

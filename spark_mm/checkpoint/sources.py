@@ -21,7 +21,7 @@ What is recognised (autodetected, or named with ``source``):
 
 Whatever the source, the result is the backbone in one canonical naming:
 torchvision's for ResNet (the same in timm, mmdet and mmpretrain), mmpretrain's
-for ConvNeXt. :mod:`spark_mm.checkpoint.formats` goes on from there.
+for ConvNeXt. :mod:`spark_mm.checkpoint.writers` goes on from there.
 """
 import re
 from collections import OrderedDict
@@ -31,7 +31,12 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from ..errors import CheckpointError
+from .architecture import RESNET_BLOCK
 from .loading import load_checkpoint_safely
+from .names import CONVNEXT_OFFICIAL, CONVNEXT_TIMM
+from .prefixes import (BACKBONE_PREFIX, DATA_PARALLEL_PREFIX,
+                       OFFICIAL_ENCODER_PREFIX, find_backbone_prefix,
+                       strip_prefix)
 
 SOURCES = ('official-resnet', 'official-convnext', 'mmpretrain-spark',
            'spark_mm')
@@ -47,68 +52,6 @@ DESCRIPTIONS = {
 _WRAPPERS = ('state_dict', 'model', 'module', 'state')
 # top-level entries that only mmpretrain's SparK has (ours: densify.*)
 _MMPRETRAIN_SPARK = ('enc_dec_norms.', 'enc_dec_projectors.', 'mask_tokens.')
-_OFFICIAL_ENCODER = 'sparse_encoder.sp_cnn.'
-_RESNET_KEY = re.compile(r'^layer[1-4]\.\d+\.')
-
-
-def _template_regex(template: str) -> re.Pattern:
-    pattern = re.escape(template)
-    for name in ('i', 'j', 'k'):
-        pattern = pattern.replace(re.escape('{%s}' % name), f'(?P<{name}>\\d+)')
-    pattern = pattern.replace(re.escape('{p}'), '(?P<p>weight|bias)')
-    return re.compile(f'^{pattern}$')
-
-
-class NameTable:
-    """Two namings of one architecture, as pairs of ``{i}.{j}.{p}`` templates.
-
-    The first template of each pair is the canonical (mmpretrain) name;
-    ``to_canonical`` / ``from_canonical`` rename one key, or return None for a
-    key the table does not know.
-    """
-
-    def __init__(self, pairs: List[Tuple[str, str]]):
-        self.pairs = [(canonical, other, _template_regex(canonical),
-                       _template_regex(other)) for canonical, other in pairs]
-
-    def to_canonical(self, key: str) -> Optional[str]:
-        for canonical, _, _, regex in self.pairs:
-            match = regex.match(key)
-            if match:
-                return canonical.format(**match.groupdict())
-        return None
-
-    def from_canonical(self, key: str) -> Optional[str]:
-        for _, other, regex, _ in self.pairs:
-            match = regex.match(key)
-            if match:
-                return other.format(**match.groupdict())
-        return None
-
-
-_BLOCK = 'stages.{i}.{j}.'
-# the ConvNeXt authors' names (facebookresearch/ConvNeXt, official SparK)
-CONVNEXT_OFFICIAL = NameTable([
-    ('downsample_layers.{i}.{k}.{p}', 'downsample_layers.{i}.{k}.{p}'),
-    (_BLOCK + 'depthwise_conv.{p}', _BLOCK + 'dwconv.{p}'),
-    (_BLOCK + 'norm.{p}', _BLOCK + 'norm.{p}'),
-    (_BLOCK + 'pointwise_conv1.{p}', _BLOCK + 'pwconv1.{p}'),
-    (_BLOCK + 'pointwise_conv2.{p}', _BLOCK + 'pwconv2.{p}'),
-    (_BLOCK + 'gamma', _BLOCK + 'gamma'),
-])
-_TIMM_BLOCK = 'stages.{i}.blocks.{j}.'
-# timm's ConvNeXt (timm.models.convnext.ConvNeXt, conv_mlp=False)
-CONVNEXT_TIMM = NameTable([
-    ('downsample_layers.0.{k}.{p}', 'stem.{k}.{p}'),
-    ('downsample_layers.{i}.{k}.{p}', 'stages.{i}.downsample.{k}.{p}'),
-    (_BLOCK + 'depthwise_conv.{p}', _TIMM_BLOCK + 'conv_dw.{p}'),
-    (_BLOCK + 'norm.{p}', _TIMM_BLOCK + 'norm.{p}'),
-    (_BLOCK + 'pointwise_conv1.{p}', _TIMM_BLOCK + 'mlp.fc1.{p}'),
-    (_BLOCK + 'pointwise_conv2.{p}', _TIMM_BLOCK + 'mlp.fc2.{p}'),
-    (_BLOCK + 'grn.gamma', _TIMM_BLOCK + 'mlp.grn.weight'),
-    (_BLOCK + 'grn.beta', _TIMM_BLOCK + 'mlp.grn.bias'),
-    (_BLOCK + 'gamma', _TIMM_BLOCK + 'gamma'),
-])
 # classifier entries: not part of a backbone, dropped (and reported)
 _CLASSIFIER = {
     'resnet': re.compile(r'^fc\.(weight|bias)$'),
@@ -165,21 +108,9 @@ def unwrap(checkpoint: Mapping) -> Tuple['OrderedDict[str, torch.Tensor]',
                           if isinstance(value, torch.Tensor))
     aside += [str(key) for key, value in level.items()
               if not isinstance(value, torch.Tensor)]
-    if weights and all(key.startswith('module.') for key in weights):
-        weights = OrderedDict((key[len('module.'):], value)
-                              for key, value in weights.items())
+    if weights and all(key.startswith(DATA_PARALLEL_PREFIX) for key in weights):
+        weights = strip_prefix(weights, DATA_PARALLEL_PREFIX)
     return weights, aside
-
-
-def _find_prefix(weights: Mapping[str, torch.Tensor]) -> str:
-    if any(key.startswith('backbone.') for key in weights):
-        backbone = [key for key in weights if key.startswith('backbone.')]
-        if all(key.startswith('backbone.timm_model.') for key in backbone):
-            return 'backbone.timm_model.'
-        return 'backbone.'
-    if any(key.startswith(_OFFICIAL_ENCODER) for key in weights):
-        return _OFFICIAL_ENCODER
-    return ''
 
 
 def _naming(backbone: Mapping[str, torch.Tensor]) -> Optional[str]:
@@ -190,14 +121,14 @@ def _naming(backbone: Mapping[str, torch.Tensor]) -> Optional[str]:
         return 'convnext-mmpretrain'
     if any('.conv_dw.' in key for key in keys):
         return 'convnext-timm'
-    if any(_RESNET_KEY.match(key) for key in keys):
+    if any(RESNET_BLOCK.match(key) for key in keys):
         return 'resnet'
     return None
 
 
 def _guess_source(naming: str, prefix: str, others: List[str],
                   aside: List[str]) -> str:
-    if prefix.startswith('backbone.'):
+    if prefix.startswith(BACKBONE_PREFIX):
         if any(key.startswith(_MMPRETRAIN_SPARK) for key in others):
             return 'mmpretrain-spark'
         return 'spark_mm'
@@ -219,12 +150,12 @@ def _check_declared(source: str, naming: str, prefix: str, path: str):
     where = f'{found} under {prefix!r}' if prefix else f'{found}'
     fits = {
         'official-resnet': naming == 'resnet'
-        and not prefix.startswith('backbone.'),
+        and not prefix.startswith(BACKBONE_PREFIX),
         'official-convnext': naming == 'convnext-official',
-        'mmpretrain-spark': prefix == 'backbone.'
+        'mmpretrain-spark': prefix == BACKBONE_PREFIX
         and naming in ('resnet', 'convnext-mmpretrain'),
         'spark_mm': naming in ('resnet', 'convnext-mmpretrain')
-        and prefix != _OFFICIAL_ENCODER,
+        and prefix != OFFICIAL_ENCODER_PREFIX,
     }[source]
     if not fits:
         raise CheckpointError(
@@ -274,10 +205,8 @@ def read_backbone(checkpoint: Union[str, Mapping], source: str = 'auto',
         checkpoint = load_checkpoint_safely(checkpoint)
     weights, aside = unwrap(checkpoint)
     if prefix is None:
-        prefix = _find_prefix(weights)
-    backbone = OrderedDict((key[len(prefix):], value)
-                           for key, value in weights.items()
-                           if key.startswith(prefix))
+        prefix = find_backbone_prefix(weights)
+    backbone = strip_prefix(weights, prefix)
     others = [key for key in weights if not key.startswith(prefix)]
     if not backbone:
         raise CheckpointError(

@@ -11,7 +11,6 @@ Run it with ``tools/test.py CONFIG CHECKPOINT``: the checkpoint may be a
 backbone export (``<work_dir>/backbone.pth``, keys without ``backbone.``) or
 any checkpoint with ``backbone.`` keys (a SparK pretraining checkpoint).
 """
-import re
 from typing import List, Optional
 
 import torch
@@ -23,10 +22,9 @@ from mmengine.model import is_model_wrapper
 from mmpretrain.models.classifiers import BaseClassifier
 from mmpretrain.structures import DataSample
 
+from ..checkpoint.names import CONVNEXT_STAGE_NORM
 from ..errors import SparKInputError
 from ..registry import HOOKS, MODELS
-
-_OUTPUT_NORM = re.compile(r'^norm\d+\.')
 
 
 @MODELS.register_module()
@@ -84,7 +82,7 @@ class KNNClassifier(BaseClassifier):
         if type(self.backbone).__name__ == 'ConvNeXt':
             # the official ConvNeXt releases carry no output norms (mmpretrain
             # norm0..3); fresh ones (weight 1, bias 0) just normalize
-            fresh = [key for key in missing if _OUTPUT_NORM.match(key)]
+            fresh = [key for key in missing if CONVNEXT_STAGE_NORM.match(key)]
             if fresh:
                 MMLogger.get_current_instance().warning(
                     f'kNN: {", ".join(fresh)} not in the checkpoint, kept at '

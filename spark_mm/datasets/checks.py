@@ -8,7 +8,7 @@ from .image_folder import check_image_folder
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif')
 
 # Dataset types that create their data themselves.
-SELF_MADE_DATASETS = ('SparkDemoImages',)
+SELF_MADE_DATASETS = ('SparKDemoImages',)
 
 
 def _datasets_in(cfg):

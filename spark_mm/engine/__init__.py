@@ -1,11 +1,10 @@
 """Training machinery: hooks, optimizer wrappers and constructors, schedulers,
-CPU distributed training, config loading for one process."""
+CPU distributed training."""
 from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .cpu_sync_bn import CPUSyncBatchNorm, convert_sync_batchnorm_for_cpu
 from .distributed import CPUDistributedDataParallel
 from .export_hook import ExportBackboneHook
-from .layer_decay import (ResNetClsLayerDecayOptimWrapperConstructor,
-                          ResNetLayerDecayOptimWrapperConstructor)
+from .layer_decay import ResNetLayerDecayOptimWrapperConstructor
 from .nan_guard import NanGuardHook
 from .optim_wrappers import AutocastOptimWrapper
 from .schedulers import (SparKCosineWeightDecay, SparKWarmupCosineLR,
@@ -15,8 +14,7 @@ from .visualization_hook import ReconstructionVisualizationHook
 
 __all__ = ['AtomicCheckpointHook', 'CPUSyncBatchNorm',
            'convert_sync_batchnorm_for_cpu', 'CPUDistributedDataParallel',
-           'ExportBackboneHook', 'ResNetClsLayerDecayOptimWrapperConstructor',
-           'ResNetLayerDecayOptimWrapperConstructor', 'NanGuardHook',
+           'ExportBackboneHook', 'ResNetLayerDecayOptimWrapperConstructor', 'NanGuardHook',
            'AutocastOptimWrapper', 'SparKCosineWeightDecay',
            'SparKWarmupCosineLR', 'spark_param_scheduler', 'StepSeedHook',
            'ReconstructionVisualizationHook']

@@ -14,8 +14,6 @@ from mmseg.utils import register_all_modules
 
 from ..checkpoint.checked_pretrained import CheckedPretrained, backbone_weights
 from ..engine.layer_decay import ResNetLayerDecayOptimWrapperConstructor
-from .synthetic_ade20k import CLASSES as SYNTHETIC_CLASSES
-from .synthetic_ade20k import make_synthetic_ade20k
 
 # mmseg's components must be in its registries before a config names them.
 register_all_modules(init_default_scope=False)
@@ -23,5 +21,5 @@ if 'ResNetLayerDecayOptimWrapperConstructor' not in MMSEG_CONSTRUCTORS.module_di
     MMSEG_CONSTRUCTORS.register_module(
         module=ResNetLayerDecayOptimWrapperConstructor)
 
-__all__ = ['CheckedPretrained', 'backbone_weights', 'make_synthetic_ade20k',
-           'SYNTHETIC_CLASSES', 'ResNetLayerDecayOptimWrapperConstructor']
+__all__ = ['CheckedPretrained', 'backbone_weights',
+           'ResNetLayerDecayOptimWrapperConstructor']

@@ -23,22 +23,6 @@ BACKGROUND = 255   # white
 MASK_GREY = 128    # colour of masked patches in the "masked input" panel
 
 
-# ---- model ------------------------------------------------------------------
-def build_spark(config: Union[str, 'Config'], checkpoint: Optional[str] = None,
-                device: str = 'cpu', cfg_options: Optional[dict] = None):
-    """The SparK model of ``config`` with the weights of ``checkpoint``, in eval mode.
-
-    SyncBN in the config becomes BN (``single_process_config``).
-    """
-    from ..checkpoint.loading import load_checkpoint_safely, state_dict_of
-    from ..engine.config_loading import single_process_config
-    from ..registry import MODELS
-    model = MODELS.build(single_process_config(config, cfg_options).model)
-    if checkpoint is not None:
-        model.load_state_dict(state_dict_of(load_checkpoint_safely(checkpoint)))
-    return model.to(device).eval()
-
-
 # ---- images in and out ------------------------------------------------------
 def load_image(path: str, size: Tuple[int, int]) -> np.ndarray:
     """An RGB uint8 (H, W, 3) array of ``size`` = (H, W): resized to cover, centre-cropped."""

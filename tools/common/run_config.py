@@ -7,7 +7,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from spark_mm.datasets import set_data_root, use_annotation_classes
-from spark_mm.engine.config_loading import revert_sync_bn_in_config
+from spark_mm.apis import revert_sync_bn_in_config
 from spark_mm.engine.distributed import init_cpu_distributed
 
 

@@ -25,7 +25,7 @@ def config_needs_mmcv_ops(cfg) -> Optional[str]:
 def mmcv_ops_cuda_version() -> Optional[str]:
     """The CUDA release mmcv's ops were compiled with ('not available' for a
     CPU-only build), or None when mmcv has no compiled ops at all."""
-    try:
+    try:  # mmcv may lack its compiled ops: that absence is what is checked
         from mmcv.ops import get_compiling_cuda_version
     except ImportError:
         return None

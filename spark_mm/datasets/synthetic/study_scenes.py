@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..errors import SparKInputError
+from ...errors import SparKInputError
 
 CATEGORIES = [
     dict(id=1, name='striped_disc', supercategory='thing'),

@@ -1,12 +1,16 @@
-"""Configs for one process: SyncBN turned into BN.
+"""Build a SparK model from a config, outside a training run.
 
-Every tool that builds a model outside a distributed launch (training with
-``--launcher none``, the benchmark, the reconstruction pictures) reads its
-config through here.
+What the tools that look into a model (tools/visualize_reconstruction.py,
+tools/diagnose_mask_vanishing.py, tools/benchmark.py) and one-process tests
+share: the config read for one process (SyncBN turned into BN, which needs
+no process group) and the model built from it with a checkpoint's weights.
 """
 from typing import Optional, Union
 
 from mmengine.config import Config, ConfigDict
+
+from .checkpoint.loading import load_checkpoint_safely, state_dict_of
+from .registry import MODELS
 
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'nn.SyncBatchNorm', 'TorchSyncBN')
 
@@ -36,3 +40,15 @@ def single_process_config(config: Union[str, Config],
         cfg.merge_from_dict(cfg_options)
     revert_sync_bn_in_config(cfg)
     return cfg
+
+
+def build_spark(config: Union[str, Config], checkpoint: Optional[str] = None,
+                device: str = 'cpu', cfg_options: Optional[dict] = None):
+    """The SparK model of ``config`` with the weights of ``checkpoint``, in eval mode.
+
+    SyncBN in the config becomes BN (:func:`single_process_config`).
+    """
+    model = MODELS.build(single_process_config(config, cfg_options).model)
+    if checkpoint is not None:
+        model.load_state_dict(state_dict_of(load_checkpoint_safely(checkpoint)))
+    return model.to(device).eval()

@@ -16,8 +16,8 @@ import numpy as np
 from mmpretrain.datasets import CustomDataset
 from PIL import Image, ImageDraw
 
-from ..errors import SparKInputError
-from ..registry import DATASETS
+from ...errors import SparKInputError
+from ...registry import DATASETS
 
 CLASSES = ('h_stripes', 'v_stripes', 'checker', 'disc')
 _COLOURS = ((200, 60, 50), (50, 170, 70), (60, 80, 200), (210, 190, 40))
@@ -91,7 +91,7 @@ def make_labelled_folder(root: str, num_train: int = 24, num_val: int = 12,
 
 
 @DATASETS.register_module()
-class SparkDemoLabelledImages(CustomDataset):
+class SparKDemoLabelledImages(CustomDataset):
     """One split of the generated folder, written on first use.
 
     Args:
@@ -112,16 +112,3 @@ class SparkDemoLabelledImages(CustomDataset):
             make_labelled_folder(root, num_train, num_val, image_size, seed)
         super().__init__(data_root=root, data_prefix=split, with_label=True,
                          **kwargs)
-
-
-if __name__ == '__main__':
-    import argparse
-    parser = argparse.ArgumentParser(
-        description='Write the generated 4-class labelled folder')
-    parser.add_argument('root', nargs='?', default='data/spark_cls_demo')
-    parser.add_argument('--num-train', type=int, default=24)
-    parser.add_argument('--num-val', type=int, default=12)
-    parser.add_argument('--size', type=int, default=64)
-    args = parser.parse_args()
-    print(make_labelled_folder(args.root, args.num_train, args.num_val,
-                               args.size))

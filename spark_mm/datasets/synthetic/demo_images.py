@@ -13,7 +13,7 @@ import numpy as np
 from mmpretrain.datasets import CustomDataset
 from PIL import Image, ImageDraw
 
-from ..registry import DATASETS
+from ...registry import DATASETS
 
 
 def _draw_image(rng: np.random.RandomState, height: int, width: int) -> Image.Image:
@@ -65,7 +65,7 @@ def make_demo_images(root: str, num_images: int = 256,
 
 
 @DATASETS.register_module()
-class SparkDemoImages(CustomDataset):
+class SparKDemoImages(CustomDataset):
     """Unlabelled demo images under ``data_root``, generated when missing."""
 
     def __init__(self, data_root: str = 'data/spark_demo', num_images: int = 256,
