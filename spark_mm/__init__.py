@@ -5,10 +5,15 @@ needs mmpretrain, not mmdet or mmseg. The detection and segmentation parts
 register themselves in mmdet's / mmseg's registries when their configs import
 ``spark_mm.detection`` / ``spark_mm.segmentation``.
 """
+import importlib.util
+
 from .version import __version__
 from . import registry  # noqa: F401  (first: makes mmpretrain's registries complete)
 from . import checkpoint, datasets, engine, models  # noqa: F401,E402
-from .models import fast  # noqa: F401,E402  (registers the fast-path plug-in)
+# The fast path is a plug-in (spark_mm/models/fast): it registers itself where
+# it is installed; without it SparK runs as the plain algorithm.
+if importlib.util.find_spec('spark_mm.models.fast') is not None:
+    from .models import fast  # noqa: F401
 from .errors import CheckpointError, SparKInputError  # noqa: E402
 
 __all__ = ['__version__', 'CheckpointError', 'SparKInputError']

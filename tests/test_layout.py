@@ -4,6 +4,7 @@ face, ``import spark_mm`` without mmdet/mmseg, scoped names through the public
 registry API, one user-error type."""
 import ast
 import os
+import shutil
 import subprocess
 import sys
 
@@ -175,14 +176,33 @@ def test_rules_catch_a_planted_offence():
     assert forbidden_imports('checkpoint-imports-engine', planted) == []
 
 
-@pytest.mark.parametrize('rule', [
-    pytest.param(rule, marks=pytest.mark.xfail(
-        strict=False, reason='issue 20 item 1, lead'))
-    if rule == 'core-imports-fast' else rule
-    for rule in FORBIDDEN])
+@pytest.mark.parametrize('rule', list(FORBIDDEN))
 def test_dependencies_point_one_way(rule):
     offences = forbidden_imports(rule, package_imports())
     assert not offences, (f'{FORBIDDEN[rule][3]}: ' + '; '.join(offences))
+
+
+def test_spark_runs_with_the_fast_path_deleted(tmp_path):
+    """A copy of the package without models/fast: the plain algorithm builds
+    and trains; asking for the fast path is one clear error."""
+    shutil.copytree(PACKAGE, tmp_path / 'spark_mm',
+                    ignore=shutil.ignore_patterns('fast', '__pycache__'))
+    code = (
+        "import torch, spark_mm\n"
+        "from spark_mm.registry import MODELS\n"
+        "assert 'fast' not in dir(spark_mm.models)\n"
+        "cfg = dict(type='SparK', backbone=dict(type='ResNet', depth=18, "
+        "base_channels=8, stem_channels=8, out_indices=(0, 1, 2, 3)), "
+        "neck=dict(type='LightUNetDecoder', width=32), input_size=64)\n"
+        "model = MODELS.build(cfg)\n"
+        "model.loss(torch.randn(2, 3, 64, 64), [])['loss'].backward()\n"
+        "try:\n    MODELS.build(dict(cfg, fast_path=True))\n"
+        "except ValueError as error:\n    print('REFUSED', error)\n")
+    result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REFUSED fast_path type 'SparKFastPath' is not registered" in result.stdout
 
 
 def test_top_level_is_the_package_face():

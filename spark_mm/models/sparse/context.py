@@ -108,10 +108,3 @@ class SparseContext:
         if key not in self._expanded:
             self._expanded[key] = compute()
         return self._expanded[key]
-
-    def visible_count(self, height: int, width: int) -> torch.Tensor:
-        """Number of visible positions at ``height x width`` (a 0-dim tensor)."""
-        key = ('count', height, width)
-        if key not in self._expanded:
-            self._expanded[key] = self.mask_bool(height, width).sum()
-        return self._expanded[key]
