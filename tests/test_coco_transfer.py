@@ -197,7 +197,8 @@ def test_full_r50_configs_build_with_the_recipe(name):
     assert [s for s in resize.scales] == [(1333, s)
                                           for s in range(480, 897, 32)]
     assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs = 16
-    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
+    # mmdet's convention: off in the config, on with --auto-scale-lr
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=16)
     optim = cfg.optim_wrapper
     assert optim.constructor == 'ResNetLayerDecayOptimWrapperConstructor'
     assert optim.optimizer.type == 'AdamW'
