@@ -665,6 +665,7 @@ def train_from_chain(chain, config, work, epochs, options):
         cwd=chain['tmp'])
 
 
+@pytest.mark.slow
 def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
     work, epochs = chain['tmp'] / 'finetune', 3
     train_from_chain(chain, 'demo_r18_finetune.py', work, epochs, [
@@ -680,6 +681,7 @@ def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
     assert 0 < delta < 0.1 * export[name].abs().max()
 
 
+@pytest.mark.slow
 def test_chain_linear_probe_from_the_pretraining_checkpoint(chain):
     work, epochs = chain['tmp'] / 'linear', 2
     train_from_chain(chain, 'demo_r18_linear.py', work, epochs, [
@@ -695,6 +697,7 @@ def test_chain_linear_probe_from_the_pretraining_checkpoint(chain):
         assert torch.equal(probed['backbone.' + key], value), key
 
 
+@pytest.mark.slow
 def test_chain_knn_accuracy_from_the_backbone_export(chain):
     result = run_tool([
         os.path.join(ROOT, 'tools', 'test.py'),
@@ -724,6 +727,8 @@ def test_chain_knn_accuracy_from_the_backbone_export(chain):
             f'custom_hooks.0.dataloader.dataset.root={chain["folder"]}'])
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_dist_test_sh_on_cpu_equals_one_process(chain):
     """tools/dist_test.sh with 2 gloo ranks (no GPU): the kNN bank is gathered
     from both ranks, the predictions of both are collected, and the accuracy
@@ -752,6 +757,7 @@ def test_dist_test_sh_on_cpu_equals_one_process(chain):
     assert accuracies[0] == accuracies[1] and accuracies[0] > 50, accuracies
 
 
+@pytest.mark.slow
 def test_chain_amp_runs_and_a_nan_stops_with_one_line(chain):
     """--amp (bf16 autocast on CPU) trains a step; an lr that blows the
     weights up ends in NanGuardHook's one-line error, nothing saved."""

@@ -414,6 +414,7 @@ def pretrained(tmp_path_factory):
                 exported=tmp / 'export' / 'backbone_mmdet.pth')
 
 
+@pytest.mark.slow
 def test_real_pretraining_checkpoint_exports_cleanly(pretrained):
     log = pretrained['log']
     assert re.search(r'\[mmdet\] \S+ResNet: 0 missing, 0 unexpected', log)
@@ -440,6 +441,7 @@ def demo_options(coco_dir):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('source', ['exported', 'checkpoint'])
 def test_demo_detector_is_initialised_from_the_pretrained_backbone(
         pretrained, source):
@@ -459,6 +461,7 @@ def test_demo_detector_is_initialised_from_the_pretrained_backbone(
         assert torch.equal(loaded[key], exported[key]), key
 
 
+@pytest.mark.slow
 def test_chain_fine_tunes_and_reports_coco_bbox_and_segm_ap(pretrained):
     tmp = pretrained['tmp']
     coco_dir = tmp / 'coco'

@@ -181,6 +181,7 @@ def test_n_channel_spark_step():
     assert torch.isfinite(loss) and model.backbone.conv1.weight.grad is not None
 
 
+@pytest.mark.slow
 def test_gray_folder_to_gray_mask_rcnn(folder, tmp_path):
     """custom_r18_gray pretraining -> export -> 1-channel Mask R-CNN, via the tools
     (tools/train.py as subprocesses, tools/export_backbone.py in process)."""

@@ -269,6 +269,7 @@ def official_resnet(name='resnet50'):
                                        global_pool=''))
 
 
+@pytest.mark.slow
 def test_official_resnet50_release_by_the_real_tool(tmp_path):
     """``res50_1kpretrained_timm_style.pth`` is the bare timm state dict of
     the sparse encoder (``misc.save_checkpoint_model_weights_only``); the
@@ -551,6 +552,7 @@ def tool_error(argv):
     return message
 
 
+@pytest.mark.slow
 def test_bad_inputs_end_in_one_line_and_write_nothing(tmp_path):
     _, official = official_convnext()
     convnext = tmp_path / 'cnx_official_style.pth'

@@ -92,6 +92,7 @@ class PresetMask:
         return int(self.active_b1hw[0].sum())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_spark_r50_equals_mmpretrain_spark_in_float64(channels_last):
     torch.manual_seed(0)
@@ -388,6 +389,7 @@ def test_lamb_step_equals_timm_lamb_with_the_official_clip():
             assert relative_error(ours, theirs) <= 1e-9, (step, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', ['configs/spark/r50_pretrain.py',
                                     'configs/spark/convnext_s_pretrain.py'])
 def test_full_size_config_takes_a_float64_step(config):

@@ -463,6 +463,7 @@ def constant_prediction_bound(ade):
     return 100 * shares.max() / present, 100 * shares.max()
 
 
+@pytest.mark.slow
 def test_chain_fine_tunes_spark_weights_to_a_real_miou(chain, monkeypatch):
     log = chain['log']
     assert 'SyncBN replaced by BN in' in log  # single process
@@ -504,6 +505,7 @@ def test_chain_fine_tunes_spark_weights_to_a_real_miou(chain, monkeypatch):
     assert tuple(predictions[0]['pred_sem_seg']['data'].shape) == (1, 64, 64)
 
 
+@pytest.mark.slow
 def test_wrong_backbone_variant_stops_with_one_line(chain, monkeypatch):
     # tools/train.py's main in this process (a subprocess costs its imports)
     monkeypatch.chdir(chain['tmp'])
@@ -517,6 +519,8 @@ def test_wrong_backbone_variant_stops_with_one_line(chain, monkeypatch):
     assert 'do not fit ResNetV1c' in message and 'stem.0.weight' in message
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_two_gloo_processes_train_with_syncbn(chain):
     work = chain['tmp'] / 'dist'
     run_tool([DEMO, '2', '--work-dir', str(work), '--cfg-options',

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from spark_mm.registry import MODELS
@@ -18,6 +19,7 @@ def read_scalars(work_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
+@pytest.mark.slow
 def test_demo_pretraining_lowers_the_loss_and_exports_the_backbone(tmp_path):
     work_dir = tmp_path / 'work'
     command = [
