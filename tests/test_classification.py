@@ -318,7 +318,7 @@ def test_full_size_recipe_matches_the_official_table(key):
     assert raw.val_dataloader.dataset.pipeline[2].crop_size == 224
 
     # the full-size model and optimizer build; the lr groups span the decay
-    built, optim_wrapper = build(load(name))
+    built, optim_wrapper = build(load(RECIPE_CONFIGS[key]))
     assert built.backbone.__class__.__name__ == model.backbone.type
     lrs = sorted({group['lr'] for group in optim_wrapper.optimizer.param_groups})
     n_layers = {'resnet50': 8, 'resnet101': 14, 'resnet152': 15,

@@ -125,3 +125,20 @@ def test_demo_chain_runs_without_work_dir_flags(tmp_path):
         backbone = MODELS.build(cfg.model.backbone)
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     assert (missing, unexpected) == ([], [])
+
+
+def test_missing_backbone_file_names_the_command_that_writes_it(tmp_path,
+                                                                monkeypatch):
+    from spark_mm.errors import CheckpointError
+    from tools.common.backbone_files import check_backbone_files
+    monkeypatch.chdir(tmp_path)  # no work_dirs/ here
+    cfg = Config.fromfile(os.path.join(CONFIGS, 'mask_rcnn',
+                                       'demo_r18_synthetic_coco.py'))
+    with pytest.raises(CheckpointError, match=(
+            r"'work_dirs/demo_r18/backbone.pth' do not exist: "
+            r'`python tools/train.py configs/spark/demo_r18.py` writes it')):
+        check_backbone_files(cfg)
+    export = tmp_path / 'work_dirs' / 'demo_r18' / 'backbone.pth'
+    export.parent.mkdir(parents=True)
+    export.write_bytes(b'')
+    check_backbone_files(cfg)  # present: nothing to say

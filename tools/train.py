@@ -28,6 +28,7 @@ from spark_mm.checkpoint.loading import (  # noqa: E402
 from spark_mm.datasets import check_data_roots  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.errors import SparKInputError, one_line_message  # noqa: E402
+from tools.common.backbone_files import check_backbone_files  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
     enable_amp, finish_distributed, load_tool_config, parse_tool_args,
     start_cpu_distributed)
@@ -100,6 +101,7 @@ def check_checkpoint_to_load(runner):
 
 def train(cfg):
     check_data_roots(cfg)
+    check_backbone_files(cfg)  # missing: one line naming the command that writes it
     start_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
