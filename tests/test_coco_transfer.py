@@ -538,6 +538,7 @@ def test_chain_fine_tunes_and_reports_coco_bbox_and_segm_ap(pretrained):
         os.path.join(CONFIGS, 'demo_r18_synthetic_coco.py'),
         str(work / f'iter_{iters}.pth'), '--work-dir',
         str(tmp / 'test'), '--out', str(tmp / 'test' / 'results.pkl'),
+        '--show-dir', str(tmp / 'drawn'),
         '--cfg-options', 'test_dataloader.num_workers=0',
         'test_dataloader.persistent_workers=False',
         'test_dataloader.dataset.pipeline.1.scale=(192,112)'
@@ -550,3 +551,8 @@ def test_chain_fine_tunes_and_reports_coco_bbox_and_segm_ap(pretrained):
     assert float(metrics['coco/bbox_mAP']) == pytest.approx(
         val['coco/bbox_mAP'], abs=1e-3)
     assert (tmp / 'test' / 'results.pkl').is_file()
+    # --show-dir (mmdet's flag): one drawn image per validation image
+    drawn = sorted(os.listdir(tmp / 'drawn'))
+    with open(coco_dir / 'annotations' / 'instances_val2017.json') as f:
+        val_images = json.load(f)['images']
+    assert drawn == sorted(image['file_name'] for image in val_images)
