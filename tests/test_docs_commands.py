@@ -190,3 +190,27 @@ def test_the_marker_convention_finds_commands():
     assert commands(['python a.py \\', '    --x 1  # note', '# only a comment',
                      'b && c']) == ['python a.py --x 1  # note', 'b', 'c']
     assert sys.executable  # subprocesses use this interpreter via PATH
+
+
+def _anchor(heading):
+    """GitHub's anchor of a markdown heading."""
+    text = re.sub(r'[^\w\- ]', '', heading.strip().lower())
+    return text.replace(' ', '-')
+
+
+@pytest.mark.parametrize('page', PAGES)
+def test_relative_links_resolve(page):
+    with open(os.path.join(ROOT, page)) as f:
+        text = f.read()
+    for target in re.findall(r'\]\(([^)\s]+)\)', text):
+        if '://' in target:
+            continue
+        path, _, anchor = target.partition('#')
+        path = os.path.normpath(os.path.join(ROOT, os.path.dirname(page), path)) \
+            if path else os.path.join(ROOT, page)
+        assert os.path.exists(path), f'{page}: link {target} has no file'
+        if anchor:
+            with open(path) as f:
+                anchors = {_anchor(line.lstrip('#')) for line in f
+                           if line.startswith('#')}
+            assert anchor in anchors, f'{page}: link {target}: no such heading'

@@ -29,6 +29,7 @@ from spark_mm.datasets import check_data_roots  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.errors import SparKInputError, one_line_message  # noqa: E402
 from tools.common.backbone_files import check_backbone_files  # noqa: E402
+from tools.common.quiet_logs import quiet_param_logs  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
     enable_amp, finish_distributed, load_tool_config, parse_tool_args,
     start_cpu_distributed)
@@ -109,6 +110,7 @@ def train(cfg):
     else:
         runner = Runner.from_cfg(cfg)
     check_checkpoint_to_load(runner)
+    quiet_param_logs(runner)  # parameter groups as one table, not ~90 lines
     runner.train()
     last = osp.join(runner.work_dir, 'last_checkpoint')
     if runner.rank == 0 and osp.isfile(last):

@@ -12,6 +12,7 @@ custom_imports = dict(imports=['spark_mm.detection'], allow_failed_imports=False
 # checkpoint with pretrained_prefix = 'backbone.', e.g. on the command line:
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/r50_pretrain/epoch_1600.pth \
 #                 model.backbone.init_cfg.prefix=backbone.
+# Default: the export of `python tools/train.py configs/spark/r50_pretrain.py`.
 pretrained = 'work_dirs/r50_pretrain/backbone.pth'
 pretrained_prefix = None
 

@@ -15,6 +15,7 @@ custom_imports = dict(imports=['spark_mm.segmentation'],
 # pretrained_prefix = None, or the full pretraining checkpoint with
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/r50_pretrain/epoch_1600.pth \
 #                 model.backbone.init_cfg.prefix=backbone.
+# Default: the export of `python tools/train.py configs/spark/r50_pretrain.py`.
 pretrained = 'work_dirs/r50_pretrain/backbone.pth'
 pretrained_prefix = None
 
