@@ -53,6 +53,7 @@ def test_demo_pretraining_lowers_the_loss_and_exports_the_backbone(tmp_path):
                        trained['backbone.layer4.1.conv2.weight'])
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_one_line_naming_the_path_and_the_demo(tmp_path):
     command = [sys.executable, os.path.join(ROOT, 'tools', 'train.py'),
                os.path.join(ROOT, 'configs', 'spark', 'r50_pretrain.py'),
@@ -87,7 +88,7 @@ def test_tool_config_shared_by_train_and_test(tmp_path, monkeypatch):
                         lambda message, **kwargs: messages.append(message))
     cfg = load_tool_config(args)
     assert cfg.model.neck.width == 64 and cfg.launcher == 'none'
-    assert cfg.work_dir == './work_dirs/r50_pretrain'
+    assert cfg.work_dir == 'work_dirs/r50_pretrain'  # the config states it
     # the backbone, the decoder and the densifying norms: all BN in one process
     assert cfg.model.backbone.norm_cfg.type == 'BN'
     assert cfg.model.densify_norm_cfg.type == 'BN'
@@ -98,5 +99,11 @@ def test_tool_config_shared_by_train_and_test(tmp_path, monkeypatch):
 
     args.work_dir, args.launcher = str(tmp_path / 'work'), 'pytorch'
     cfg = load_tool_config(args)
-    assert cfg.work_dir == str(tmp_path / 'work')
+    assert cfg.work_dir == str(tmp_path / 'work')  # --work-dir wins
     assert cfg.model.backbone.norm_cfg.type == 'SyncBN'  # kept for several processes
+
+    # a config without work_dir: mmengine's default, work_dirs/<config name>
+    args.config = os.path.join(ROOT, 'configs', 'mask_rcnn',
+                               'demo_r18_synthetic_coco.py')
+    args.work_dir, args.cfg_options = None, None
+    assert load_tool_config(args).work_dir == './work_dirs/demo_r18_synthetic_coco'
