@@ -142,3 +142,24 @@ def test_missing_backbone_file_names_the_command_that_writes_it(tmp_path,
     export.parent.mkdir(parents=True)
     export.write_bytes(b'')
     check_backbone_files(cfg)  # present: nothing to say
+
+
+def test_metafile_lists_the_configs_with_their_lengths_and_pairs():
+    """configs/spark/metafile.yml (OpenMMLab's model index): every config
+    exists, its epochs/iterations are the config's, and the downstream
+    configs of a pretraining read that pretraining's export."""
+    import yaml
+    with open(os.path.join(ROOT, 'model-index.yml')) as f:
+        (metafile, ) = yaml.safe_load(f)['Import']
+    with open(os.path.join(ROOT, metafile)) as f:
+        models = yaml.safe_load(f)['Models']
+    by_name = {model['Name']: model for model in models}
+    assert len(by_name) == len(models)
+    for model in models:
+        cfg = Config.fromfile(os.path.join(ROOT, model['Config']))
+        length = model['Metadata'].get('Epochs', model['Metadata'].get('Iterations'))
+        assert length == cfg.train_cfg.get('max_epochs', cfg.train_cfg.get('max_iters')), \
+            model['Name']
+        for name in model.get('Downstream', []):
+            downstream = os.path.relpath(os.path.join(ROOT, by_name[name]['Config']), CONFIGS)
+            assert PAIRS[downstream] == os.path.basename(model['Config'])
