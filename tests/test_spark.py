@@ -77,6 +77,7 @@ def test_loss_covers_masked_patches_only():
     torch.testing.assert_close(all_patches, per_patch.mean())
 
 
+@pytest.mark.slow
 def test_training_steps_lower_the_loss_on_a_fixed_batch():
     model = build_spark()
     smooth = torch.nn.functional.interpolate(torch.randn(4, 3, 8, 8), size=(64, 64),
@@ -93,6 +94,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
     assert losses[-1] < losses[0] * 0.98
 
 
+@pytest.mark.slow
 def test_zero_outing_ablation_keeps_the_backbone_dense():
     model = build_spark(sparse=False)
     assert not any(isinstance(m, SparseMixin) for m in model.backbone.modules())
