@@ -107,3 +107,16 @@ def test_tool_config_shared_by_train_and_test(tmp_path, monkeypatch):
                                'demo_r18_synthetic_coco.py')
     args.work_dir, args.cfg_options = None, None
     assert load_tool_config(args).work_dir == './work_dirs/demo_r18_synthetic_coco'
+
+
+def test_auto_scale_lr_flag_needs_the_configs_base_batch():
+    from mmengine.config import Config
+
+    from spark_mm.errors import SparKInputError
+    from tools.train import enable_auto_scale_lr
+    cfg = Config.fromfile(os.path.join(
+        ROOT, 'configs', 'mask_rcnn', 'mask-rcnn_r50-spark_fpn_syncbn_1x_coco.py'))
+    enable_auto_scale_lr(cfg, 'x.py')
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
+    with pytest.raises(SparKInputError, match='states no auto_scale_lr.base_batch_size'):
+        enable_auto_scale_lr(Config(dict(auto_scale_lr=dict(enable=False))), 'x.py')
