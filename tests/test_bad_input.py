@@ -70,7 +70,6 @@ def test_model_input_errors_are_one_line(options, expected, demo_data,  # noqa: 
     assert expected in message
 
 
-@pytest.mark.slow
 def test_subprocess_prints_one_line_without_traceback(demo_data, tmp_path):  # noqa: F811
     result = run_train_tool(
         ['python', 'tools/train.py', DEMO_CONFIG] + tiny(

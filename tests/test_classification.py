@@ -236,7 +236,6 @@ def test_mmpretrain_convnext_layer_decay_equals_the_official_rule():
 
 
 # -------------------------------------------------------------------- recipes
-@pytest.mark.slow
 @pytest.mark.parametrize('key', sorted(RECIPE_CONFIGS))
 def test_full_size_recipe_matches_the_official_table(key):
     bs, ep, wp_ep, opt, base_lr, lr_scale, wd, mixup, rep_aug, drop_path, \
@@ -466,7 +465,6 @@ def test_demo_folder_is_generated_on_first_use(tmp_path):
         SparkDemoLabelledImages(root=root, split='test')
 
 
-@pytest.mark.slow
 def test_own_folder_with_another_class_count_stops_in_one_line(tmp_path):
     from mmengine.runner import Runner
     folder = make_labelled_folder(str(tmp_path / 'folder'), num_train=2,

@@ -334,7 +334,6 @@ def test_export_r50_all_formats_load_into_the_real_models(tmp_path, capsys):
             state['backbone.layer3.5.conv3.weight'].numpy()).all()
 
 
-@pytest.mark.slow
 def test_export_convnext_in_mmpretrain_naming(tmp_path, capsys):
     from mmpretrain.models import ConvNeXt
     state = {'backbone.' + k: v for k, v in ConvNeXt(

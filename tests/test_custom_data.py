@@ -156,7 +156,6 @@ def test_errors_name_the_problem(folder, tmp_path):
                                  **{'train_dataloader.batch_size': 4}))
 
 
-@pytest.mark.slow
 def test_train_tool_one_line_error(tmp_path):
     broken = tmp_path / 'broken'
     broken.mkdir()

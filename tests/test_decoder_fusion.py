@@ -89,7 +89,6 @@ def test_bf16_autocast():
     assert all(torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.slow
 def test_gradcheck():
     block = _block(2, torch.float64)
 

@@ -23,10 +23,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-# every test converts full models in float64 or runs the tool: about a minute
-# on 2 idle cores, several on busy ones
-pytestmark = pytest.mark.slow
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
@@ -273,6 +269,7 @@ def official_resnet(name='resnet50'):
                                        global_pool=''))
 
 
+@pytest.mark.slow
 def test_official_resnet50_release_by_the_real_tool(tmp_path):
     """``res50_1kpretrained_timm_style.pth`` is the bare timm state dict of
     the sparse encoder (``misc.save_checkpoint_model_weights_only``); the
@@ -510,6 +507,7 @@ def our_spark(backbone, **kwargs):
     return randomise(model)
 
 
+@pytest.mark.slow
 def test_spark_mm_checkpoints(tmp_path, capsys):
     """Ours: ResNet-18 (all formats) and ConvNeXt (output norms not trained,
     so absent), against our backbone with no mask active (= dense)."""
@@ -555,6 +553,7 @@ def tool_error(argv):
     return message
 
 
+@pytest.mark.slow
 def test_bad_inputs_end_in_one_line_and_write_nothing(tmp_path):
     _, official = official_convnext()
     convnext = tmp_path / 'cnx_official_style.pth'
@@ -605,6 +604,7 @@ def test_bad_inputs_end_in_one_line_and_write_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_official_resnet200_release_goes_to_timm(tmp_path, capsys):
     """``res200_1kpretrained_timm_style.pth``: timm is the only toolbox with
     ResNet-200, so that is the default and only format; asking mmdet or

@@ -171,7 +171,6 @@ def run_fast(model, images, active):
 # ---- tests ---------------------------------------------------------------------
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
-@pytest.mark.slow
 def test_fast_path_equals_reference(backbone, channels_last):
     model = build(backbone, channels_last=channels_last).double()
     ref = make_reference(model)
@@ -246,7 +245,6 @@ def test_convnext_blocks_take_the_visible_rows_path():
         torch.testing.assert_close(ours, theirs)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
 def test_channels_last_equals_nchw(backbone):
     nchw = build(backbone).double()
@@ -262,7 +260,6 @@ def test_channels_last_equals_nchw(backbone):
     assert_same(pred_last, pred, loss_last, loss, last, nchw)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('backbone', ['resnet', 'convnext'])
 def test_bf16_autocast_runs_and_is_close(backbone):
     model = build(backbone, channels_last=True)
@@ -339,7 +336,6 @@ def test_relu6_in_place_keeps_only_its_output():
     assert saved == [x.numel()]  # torch's hardtanh_ also keeps a copy of its input
 
 
-@pytest.mark.slow
 def test_compact_saved_maps_give_the_same_step(monkeypatch):
     """Encoder maps kept as visible rows: bit-identical loss and gradients."""
     from spark_mm.models.fast.compact_saved_maps import CompactSavedMaps

@@ -150,7 +150,6 @@ BACKBONES = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('family', list(BACKBONES))
 def test_float64_step_runs_for_every_backbone_family(family, channels_last):
@@ -173,7 +172,6 @@ def test_float64_step_runs_for_every_backbone_family(family, channels_last):
 
 
 # ---- ConvNeXt: densify and output norms as the official code ---------------------
-@pytest.mark.slow
 def test_convnext_s_config_is_the_official_densify():
     cfg = Config.fromfile('configs/spark/convnext_s_pretrain.py')
     model = MODELS.build(cfg.model)

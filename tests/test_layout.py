@@ -105,7 +105,6 @@ def test_top_level_is_the_package_face():
     assert modules == ['__init__.py', 'errors.py', 'registry.py', 'version.py']
 
 
-@pytest.mark.slow
 def test_import_without_mmdet_and_mmseg():
     code = ("import sys\n"
             "sys.modules['mmdet'] = None\nsys.modules['mmseg'] = None\n"

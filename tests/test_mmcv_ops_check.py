@@ -97,7 +97,6 @@ FAKE_GPU_RUN = ('import runpy, sys, torch\n'
                 'runpy.run_path(sys.argv[0], run_name="__main__")\n')
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(check.mmcv_ops_cuda_version() != check.NO_CUDA,
                     reason='needs the CPU-only mmcv build of a machine without GPU')
 @pytest.mark.parametrize('tool,config', [('test', DET), ('train', SEG)])

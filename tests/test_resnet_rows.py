@@ -113,7 +113,6 @@ def count_rows_blocks(model, monkeypatch):
     return calls
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('gather_convs', [True, False])
 def test_rows_path_equals_dense_sparse_path_in_float64(gather_convs, monkeypatch):
     """3x3 convs as gather + matrix product (what the measured rule picks at
@@ -158,7 +157,6 @@ def test_rows_path_equals_dense_sparse_path_in_float64(gather_convs, monkeypatch
     assert buffers[worst] <= RTOL, f'{worst}: {buffers[worst]:.2e}'
 
 
-@pytest.mark.slow
 def test_drop_path_draws_the_dense_blocks_random_numbers():
     """With a high drop rate some samples' branches are dropped; the rows path
     drops the same ones (and the generator ends in the same state)."""
@@ -193,7 +191,6 @@ def test_a_wrong_shortcut_mask_is_caught(monkeypatch):
     assert max(max(grads.values()), max(buffers.values())) > 1e-3
 
 
-@pytest.mark.slow
 def test_eval_and_unmasked_forwards_run_the_dense_block(monkeypatch):
     model = build()
     images, active = data()
@@ -213,7 +210,6 @@ def test_eval_and_unmasked_forwards_run_the_dense_block(monkeypatch):
     assert torch.equal(pred, ref_pred)
 
 
-@pytest.mark.slow
 def test_nchw_input_and_option_off_keep_the_dense_block(monkeypatch):
     model = build(channels_last=False)
     calls = count_rows_blocks(model, monkeypatch)
@@ -230,7 +226,6 @@ def test_nchw_input_and_option_off_keep_the_dense_block(monkeypatch):
     assert blocks and not any(b.rows_path for b in blocks)
 
 
-@pytest.mark.slow
 def test_uncovered_blocks_fall_back_to_the_dense_block(monkeypatch):
     """avg_down shortcuts (AvgPool + conv) take the generic shortcut; caffe
     style (strided conv1) keeps the dense sparse block. Both equal it."""
@@ -248,7 +243,6 @@ def test_uncovered_blocks_fall_back_to_the_dense_block(monkeypatch):
         assert max(grads.values()) <= RTOL and max(buffers.values()) <= RTOL
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('norm_eval', [False, True])
 def test_mmdet_resnet_bottlenecks_take_the_rows_path(norm_eval, monkeypatch):
     """mmdet's ResNet (no drop path; norm_eval keeps its BN in eval mode)."""

@@ -112,7 +112,6 @@ def test_allow_list_keeps_weights_only_protection(tmp_path):
             torch.load(sneaky)
 
 
-@pytest.mark.slow
 def test_crash_while_saving_keeps_last_checkpoint_complete(
         tmp_path, demo_data, one_thread, monkeypatch):  # noqa: F811
     work_dir = str(tmp_path / 'work')

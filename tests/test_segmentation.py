@@ -85,7 +85,6 @@ def group_lrs(model, optim_wrapper_cfg):
 
 
 # -------------------------------------------------- full configs vs. mmseg's
-@pytest.mark.slow
 @pytest.mark.parametrize('name', FULL_CONFIGS)
 def test_full_config_follows_mmsegs_recipe(name):
     cfg = Config.fromfile(os.path.join(CONFIGS, name))

@@ -94,7 +94,6 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
     assert losses[-1] < losses[0] * 0.98
 
 
-@pytest.mark.slow
 def test_zero_outing_ablation_keeps_the_backbone_dense():
     model = build_spark(sparse=False)
     assert not any(isinstance(m, SparseMixin) for m in model.backbone.modules())

@@ -53,7 +53,6 @@ def test_demo_pretraining_lowers_the_loss_and_exports_the_backbone(tmp_path):
                        trained['backbone.layer4.1.conv2.weight'])
 
 
-@pytest.mark.slow
 def test_missing_dataset_is_one_line_naming_the_path_and_the_demo(tmp_path):
     command = [sys.executable, os.path.join(ROOT, 'tools', 'train.py'),
                os.path.join(ROOT, 'configs', 'spark', 'r50_pretrain.py'),
