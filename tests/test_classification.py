@@ -47,16 +47,13 @@ OFFICIAL = {
     'resnet200': (4096, 300, 5, 'lamb', 0.001, 0.8, 0.02, 0.1, 0, 0.2, 0.9999),
 }
 RECIPE_CONFIGS = {
-    'resnet50': ('resnet50_spark-ft_8xb512-lamb-coslr-300e_in1k.py', 'r50_finetune.py'),
-    'resnet101': ('resnet101_spark-ft_8xb512-lamb-coslr-300e_in1k.py', 'r101_finetune.py'),
-    'resnet152': ('resnet152_spark-ft_8xb512-lamb-coslr-300e_in1k.py', 'r152_finetune.py'),
-    'resnet200': ('resnet200_spark-ft_8xb512-lamb-coslr-300e_in1k.py', 'r200_finetune.py'),
-    'convnext_small': ('convnext-s_spark-ft_8xb512-adamw-coslr-400e_in1k.py',
-                       'convnext_s_finetune.py'),
-    'convnext_base': ('convnext-b_spark-ft_8xb512-adamw-coslr-400e_in1k.py',
-                      'convnext_b_finetune.py'),
-    'convnext_large': ('convnext-l_spark-ft_8xb512-adamw-coslr-200e_in1k.py',
-                       'convnext_l_finetune.py'),
+    'resnet50': 'resnet50_spark-ft_8xb512-lamb-coslr-300e_in1k.py',
+    'resnet101': 'resnet101_spark-ft_8xb512-lamb-coslr-300e_in1k.py',
+    'resnet152': 'resnet152_spark-ft_8xb512-lamb-coslr-300e_in1k.py',
+    'resnet200': 'resnet200_spark-ft_8xb512-lamb-coslr-300e_in1k.py',
+    'convnext_small': 'convnext-s_spark-ft_8xb512-adamw-coslr-400e_in1k.py',
+    'convnext_base': 'convnext-b_spark-ft_8xb512-adamw-coslr-400e_in1k.py',
+    'convnext_large': 'convnext-l_spark-ft_8xb512-adamw-coslr-200e_in1k.py',
 }
 NUM_GPUS = 8  # the '8xb512' of the names
 
@@ -159,7 +156,7 @@ def test_resnet_layer_decay_equals_the_official_rule_for_every_parameter(depth):
     import timm
     key = f'resnet{depth}'
     bs, _, _, _, base_lr, decay, wd = OFFICIAL[key][:7]
-    model, optim_wrapper = build(load(RECIPE_CONFIGS[key][0]))
+    model, optim_wrapper = build(load(RECIPE_CONFIGS[key]))
     lrs = per_param(model, optim_wrapper)
     reference = timm.create_model(key, num_classes=1000)
     official = dict(reference.named_parameters())
@@ -206,10 +203,10 @@ def test_resnet_layer_ids_of_the_deeper_official_depths():
         resnet_cls_layer_ids(['backbone.stages.0.0.gamma'])
 
 
-def test_resnet_cls_constructor_needs_its_decay_rate():
+def test_resnet_cls_constructor_needs_its_layer_decay_rate():
     from spark_mm.classification.layer_decay import \
         ResNetClsLayerDecayOptimWrapperConstructor
-    with pytest.raises(ValueError, match='decay_rate'):
+    with pytest.raises(ValueError, match='layer_decay_rate'):
         ResNetClsLayerDecayOptimWrapperConstructor(
             dict(type='OptimWrapper', optimizer=dict(type='Lamb', lr=1e-3)))
 
@@ -218,7 +215,7 @@ def test_mmpretrain_convnext_layer_decay_equals_the_official_rule():
     """mmpretrain's LearningRateDecayOptimWrapperConstructor with ConvNeXt's
     get_layer_depth gives the official per-parameter lr and weight decay."""
     bs, _, _, _, base_lr, decay, wd = OFFICIAL['convnext_small'][:7]
-    model, optim_wrapper = build(load(RECIPE_CONFIGS['convnext_small'][0]))
+    model, optim_wrapper = build(load(RECIPE_CONFIGS['convnext_small']))
     lrs = per_param(model, optim_wrapper)
     depths = [3, 3, 27, 3]
     mapped = {}
@@ -243,9 +240,7 @@ def test_mmpretrain_convnext_layer_decay_equals_the_official_rule():
 def test_full_size_recipe_matches_the_official_table(key):
     bs, ep, wp_ep, opt, base_lr, lr_scale, wd, mixup, rep_aug, drop_path, \
         ema = OFFICIAL[key]
-    name, short = RECIPE_CONFIGS[key]
-    raw = Config.fromfile(os.path.join(CONFIGS, name))
-    assert Config.fromfile(os.path.join(CONFIGS, short)).model == raw.model
+    raw = Config.fromfile(os.path.join(CONFIGS, RECIPE_CONFIGS[key]))
     assert raw.default_scope == 'spark_mm'
     assert raw.train_dataloader.batch_size * NUM_GPUS == bs
     assert raw.train_cfg.max_epochs == ep
@@ -268,7 +263,7 @@ def test_full_size_recipe_matches_the_official_table(key):
         assert optim.optimizer.always_adapt is True
         assert optim.optimizer.max_grad_norm == 1e7
         assert optim.constructor == 'ResNetClsLayerDecayOptimWrapperConstructor'
-        assert optim.paramwise_cfg.decay_rate == lr_scale
+        assert optim.paramwise_cfg.layer_decay_rate == lr_scale
     else:
         assert optim.optimizer.type == 'AdamW' and optim.optimizer.eps == 1e-8
         assert optim.constructor == 'LearningRateDecayOptimWrapperConstructor'
@@ -323,7 +318,7 @@ def test_full_size_recipe_matches_the_official_table(key):
     assert raw.val_dataloader.dataset.pipeline[2].crop_size == 224
 
     # the full-size model and optimizer build; the lr groups span the decay
-    built, optim_wrapper = build(load(name))
+    built, optim_wrapper = build(load(RECIPE_CONFIGS[key]))
     assert built.backbone.__class__.__name__ == model.backbone.type
     lrs = sorted({group['lr'] for group in optim_wrapper.optimizer.param_groups})
     n_layers = {'resnet50': 8, 'resnet101': 14, 'resnet152': 15,
@@ -340,7 +335,7 @@ def test_timm_backbone_fine_tuning_loads_the_timm_pretraining_export(tmp_path):
     """R200's path (TIMMBackbone, timm's resnet200 as the official model),
     with timm's resnet18: the export of a features_only pretraining backbone
     loads into the fine-tuning classifier, every tensor."""
-    cfg = load(RECIPE_CONFIGS['resnet200'][0])
+    cfg = load(RECIPE_CONFIGS['resnet200'])
     with DefaultScope.overwrite_default_scope('spark_mm'):
         pretrained = MODELS.build(dict(type='TIMMBackbone',
                                        model_name='resnet18',
@@ -370,7 +365,7 @@ def test_lr_per_iteration_equals_the_official_annealing(key):
     run (4 iterations per epoch here), on two groups with lr scales."""
     from spark_mm.registry import PARAM_SCHEDULERS
     _, ep, wp_ep = OFFICIAL[key][:3]
-    scheduler_cfg = dict(load(RECIPE_CONFIGS[key][0]).param_scheduler[0])
+    scheduler_cfg = dict(load(RECIPE_CONFIGS[key]).param_scheduler[0])
     peak, scale, iters = 0.032, 0.7**3, 4
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
     optimizer = torch.optim.SGD([dict(params=[params[0]], lr=peak),
@@ -397,7 +392,7 @@ def test_lr_per_iteration_equals_the_official_annealing(key):
 @pytest.mark.parametrize('key', ['resnet50', 'convnext_small'])
 def test_head_loss_is_the_official_criterion_on_the_mixed_target(key):
     from mmpretrain.structures import DataSample
-    cfg = load(RECIPE_CONFIGS[key][0])
+    cfg = load(RECIPE_CONFIGS[key])
     with DefaultScope.overwrite_default_scope('spark_mm'):
         head = MODELS.build(cfg.model.head)
     torch.manual_seed(0)
@@ -419,7 +414,7 @@ def test_head_loss_is_the_official_criterion_on_the_mixed_target(key):
 
 
 def test_linear_probe_and_knn_configs_follow_their_protocols():
-    cfg = load('r50_linear.py')
+    cfg = load('resnet50_spark-linear_8xb32-sgd-steplr-100e_in1k.py')
     backbone = cfg.model.backbone
     assert (backbone.frozen_stages, backbone.norm_eval) == (4, True)
     assert backbone.init_cfg.type == 'Pretrained'
@@ -437,8 +432,8 @@ def test_linear_probe_and_knn_configs_follow_their_protocols():
     assert trainable == ['head.fc.weight', 'head.fc.bias']
     assert not model.backbone.bn1.training  # BN statistics frozen too
 
-    for name, arch in (('r50_knn.py', 'ResNet'),
-                       ('convnext_s_knn.py', 'ConvNeXt')):
+    for name, arch in (('resnet50_spark-knn-k20_in1k.py', 'ResNet'),
+                       ('convnext-s_spark-knn-k20_in1k.py', 'ConvNeXt')):
         cfg = load(name)
         assert (cfg.model.k, cfg.model.temperature) == (20, 0.07)
         hook = cfg.custom_hooks[0]  # first: custom_hooks.0.dataloader...
@@ -693,6 +688,7 @@ def train_from_chain(chain, config, work, epochs, options):
         cwd=chain['tmp'])
 
 
+@pytest.mark.slow
 def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
     work, epochs = chain['tmp'] / 'finetune', 3
     train_from_chain(chain, 'demo_r18_finetune.py', work, epochs, [
@@ -708,6 +704,7 @@ def test_chain_fine_tunes_the_pretrained_backbone_past_chance(chain):
     assert 0 < delta < 0.1 * export[name].abs().max()
 
 
+@pytest.mark.slow
 def test_chain_linear_probe_from_the_pretraining_checkpoint(chain):
     work, epochs = chain['tmp'] / 'linear', 2
     train_from_chain(chain, 'demo_r18_linear.py', work, epochs, [
@@ -723,6 +720,7 @@ def test_chain_linear_probe_from_the_pretraining_checkpoint(chain):
         assert torch.equal(probed['backbone.' + key], value), key
 
 
+@pytest.mark.slow
 def test_chain_knn_accuracy_from_the_backbone_export(chain):
     result = run_tool([
         os.path.join(ROOT, 'tools', 'test.py'),
@@ -752,6 +750,8 @@ def test_chain_knn_accuracy_from_the_backbone_export(chain):
             f'custom_hooks.0.dataloader.dataset.root={chain["folder"]}'])
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_dist_test_sh_on_cpu_equals_one_process(chain):
     """tools/dist_test.sh with 2 gloo ranks (no GPU): the kNN bank is gathered
     from both ranks, the predictions of both are collected, and the accuracy
@@ -780,6 +780,7 @@ def test_dist_test_sh_on_cpu_equals_one_process(chain):
     assert accuracies[0] == accuracies[1] and accuracies[0] > 50, accuracies
 
 
+@pytest.mark.slow
 def test_chain_amp_runs_and_a_nan_stops_with_one_line(chain):
     """--amp (bf16 autocast on CPU) trains a step; an lr that blows the
     weights up ends in NanGuardHook's one-line error, nothing saved."""

@@ -198,7 +198,8 @@ def test_full_r50_configs_build_with_the_recipe(name):
     assert [s for s in resize.scales] == [(1333, s)
                                           for s in range(480, 897, 32)]
     assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs = 16
-    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
+    # mmdet's convention: off in the config, on with --auto-scale-lr
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=16)
     optim = cfg.optim_wrapper
     assert optim.constructor == 'ResNetLayerDecayOptimWrapperConstructor'
     assert optim.optimizer.type == 'AdamW'
@@ -414,6 +415,7 @@ def pretrained(tmp_path_factory):
                 exported=tmp / 'export' / 'backbone_mmdet.pth')
 
 
+@pytest.mark.slow
 def test_real_pretraining_checkpoint_exports_cleanly(pretrained):
     log = pretrained['log']
     assert re.search(r'\[mmdet\] \S+ResNet: 0 missing, 0 unexpected', log)
@@ -440,6 +442,7 @@ def demo_options(coco_dir):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('source', ['exported', 'checkpoint'])
 def test_demo_detector_is_initialised_from_the_pretrained_backbone(
         pretrained, source):
@@ -459,6 +462,7 @@ def test_demo_detector_is_initialised_from_the_pretrained_backbone(
         assert torch.equal(loaded[key], exported[key]), key
 
 
+@pytest.mark.slow
 def test_chain_fine_tunes_and_reports_coco_bbox_and_segm_ap(pretrained):
     tmp = pretrained['tmp']
     coco_dir = tmp / 'coco'
@@ -535,6 +539,7 @@ def test_chain_fine_tunes_and_reports_coco_bbox_and_segm_ap(pretrained):
         os.path.join(CONFIGS, 'demo_r18_synthetic_coco.py'),
         str(work / f'iter_{iters}.pth'), '--work-dir',
         str(tmp / 'test'), '--out', str(tmp / 'test' / 'results.pkl'),
+        '--show-dir', str(tmp / 'drawn'),
         '--cfg-options', 'test_dataloader.num_workers=0',
         'test_dataloader.persistent_workers=False',
         'test_dataloader.dataset.pipeline.1.scale=(192,112)'
@@ -547,3 +552,8 @@ def test_chain_fine_tunes_and_reports_coco_bbox_and_segm_ap(pretrained):
     assert float(metrics['coco/bbox_mAP']) == pytest.approx(
         val['coco/bbox_mAP'], abs=1e-3)
     assert (tmp / 'test' / 'results.pkl').is_file()
+    # --show-dir (mmdet's flag): one drawn image per validation image
+    drawn = sorted(os.listdir(tmp / 'drawn'))
+    with open(coco_dir / 'annotations' / 'instances_val2017.json') as f:
+        val_images = json.load(f)['images']
+    assert drawn == sorted(image['file_name'] for image in val_images)

@@ -52,6 +52,8 @@ def test_every_config_folder_is_covered():
 @pytest.mark.parametrize('relpath', CONFIGS)
 def test_config_states_the_safety_hooks(relpath):
     cfg = load(relpath)
+    # mmdet's convention: the lr is the config's; --auto-scale-lr rescales it
+    assert not cfg.get('auto_scale_lr', {}).get('enable', False)
     scope = cfg.get('default_scope')
     atomic = HOOKS.get('AtomicCheckpointHook')
     guards = [HOOKS.get('NanGuardHook'), HOOKS.get('StepSeedHook')]

@@ -2,6 +2,7 @@
 channel conversion (gray, RGBA, N channels), --data-root, one-line errors, and
 the chain folder -> SparK (1 channel) -> export -> Mask R-CNN with 1 channel."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,8 +66,18 @@ def test_scan_sorts_files(folder):
 
 
 def test_dataset_lists_usable_images(folder):
-    dataset = UnlabeledImageFolder(data_root=folder, pipeline=[])
+    logger = MMLogger.get_current_instance()
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        dataset = UnlabeledImageFolder(data_root=folder, pipeline=[])
+    finally:
+        logger.removeHandler(handler)
     assert len(dataset) == 9
+    assert any(m.startswith(f'found 9 images in {folder}; left out: 2 unreadable')
+               for m in messages), messages
     assert all(os.path.isfile(dataset[i]['img_path']) for i in range(len(dataset)))
 
 
@@ -181,6 +193,7 @@ def test_n_channel_spark_step():
     assert torch.isfinite(loss) and model.backbone.conv1.weight.grad is not None
 
 
+@pytest.mark.slow
 def test_gray_folder_to_gray_mask_rcnn(folder, tmp_path):
     """custom_r18_gray pretraining -> export -> 1-channel Mask R-CNN, via the tools
     (tools/train.py as subprocesses, tools/export_backbone.py in process)."""

@@ -110,6 +110,7 @@ def detection_killed_and_resumed(request, tmp_path_factory):
         lambda work_dir, *extra: _train_args(config, work_dir, *extra), base)
 
 
+@pytest.mark.slow
 def test_mask_rcnn_demo_resumes_bit_exactly_after_sigkill(
         detection_killed_and_resumed):
     runs = detection_killed_and_resumed

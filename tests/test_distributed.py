@@ -210,6 +210,8 @@ def ranks(tmp_path_factory):
             for rank in range(WORLD)]
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_sparse_sync_bn_equals_single_process_on_global_batch(ranks, channels_last):
     x, active, grad_out, _, _ = bn_data()
@@ -231,6 +233,8 @@ def test_sparse_sync_bn_equals_single_process_on_global_batch(ranks, channels_la
                                single['weight_grad'], **close)
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_cpu_sync_bn_equals_bn_on_global_batch(ranks):
     """CPUSyncBatchNorm (dense models' SyncBN on gloo) over 2 ranks of 3 and 2
     samples equals BatchNorm2d on the 5 samples, in float64."""
@@ -274,10 +278,14 @@ def assert_step_equals_single_process(ranks, build, prefix=''):
     assert any(k.startswith('densify.norms') for k in moved)
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_ddp_spark_step_equals_single_process_step(ranks):
     assert_step_equals_single_process(ranks, build_spark)
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_timm_backbone_sync_bn_synchronises_across_ranks(ranks):
     """SparK(sync_bn=True) on timm's ResNet: the 2-rank step equals one process
     on the global batch, backbone running statistics included (per-rank BN
@@ -289,6 +297,8 @@ def test_timm_backbone_sync_bn_synchronises_across_ranks(ranks):
     assert torch.equal(local[0], local[1])
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_dist_train_sh_runs_two_cpu_processes(tmp_path, demo_data):  # noqa: F811
     work_dir = str(tmp_path / 'work')
     options = tiny_options(demo_data, epochs=1, images=16, batch=4)
@@ -303,6 +313,8 @@ def test_dist_train_sh_runs_two_cpu_processes(tmp_path, demo_data):  # noqa: F81
     assert checkpoint['meta']['iter'] == 2
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_nan_on_one_rank_stops_both_ranks(tmp_path, demo_data):  # noqa: F811
     """Rank 1 alone gets a NaN loss at iteration 6 (of 8): both ranks stop with
     the one-line error, nothing past epoch 1 is saved, and no rank hangs."""
@@ -352,6 +364,8 @@ custom_hooks = []
 '''
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_dist_train_sh_mask_rcnn_with_dense_syncbn_on_cpu(tmp_path):
     """mmdet's dense SyncBN (backbone, FPN, heads): torch refuses it on CPU;
     CPUDistributedDataParallel turns it into the gloo-capable SyncBN."""
@@ -388,6 +402,8 @@ def test_cpu_syncbn_conversion_keeps_names_and_single_process_bn():
     torch.testing.assert_close(synced[1].running_mean, dense[1].running_mean)
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_two_rank_resume_through_dist_train_sh_is_bit_exact(tmp_path, demo_data):  # noqa: F811
     """2 gloo ranks killed (SIGKILL to the launcher's process group) after their
     first checkpoint, resumed with --resume through dist_train.sh: the final

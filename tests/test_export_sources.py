@@ -278,6 +278,7 @@ def official_resnet(name='resnet50'):
                                        global_pool=''))
 
 
+@pytest.mark.slow
 def test_official_resnet50_release_by_the_real_tool(tmp_path):
     """``res50_1kpretrained_timm_style.pth`` is the bare timm state dict of
     the sparse encoder (``misc.save_checkpoint_model_weights_only``); the
@@ -515,6 +516,7 @@ def our_spark(backbone, **kwargs):
     return randomise(model)
 
 
+@pytest.mark.slow
 def test_spark_mm_checkpoints(tmp_path, capsys):
     """Ours: ResNet-18 (all formats) and ConvNeXt (output norms not trained,
     so absent), against our backbone with no mask active (= dense)."""
@@ -560,6 +562,7 @@ def tool_error(argv):
     return message
 
 
+@pytest.mark.slow
 def test_bad_inputs_end_in_one_line_and_write_nothing(tmp_path):
     _, official = official_convnext()
     convnext = tmp_path / 'cnx_official_style.pth'
@@ -610,6 +613,7 @@ def test_bad_inputs_end_in_one_line_and_write_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_official_resnet200_release_goes_to_timm(tmp_path, capsys):
     """``res200_1kpretrained_timm_style.pth``: timm is the only toolbox with
     ResNet-200, so that is the default and only format; asking mmdet or

@@ -304,6 +304,7 @@ def test_bf16_autocast_runs_and_is_close(backbone):
                if p.grad is not None)
 
 
+@pytest.mark.slow
 def test_benchmark_tool_prints_ratios(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'),
            '--config', os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py'),

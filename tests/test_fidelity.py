@@ -98,6 +98,7 @@ PATHS = dict(plain=False, fast=dict(type='SparKFastPath',
                                     tuner=dict(mode='fast', cache_file='')))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', list(PATHS))
 def test_spark_r50_equals_mmpretrain_spark_in_float64(path):
     torch.manual_seed(0)
@@ -394,6 +395,7 @@ def test_lamb_step_equals_timm_lamb_with_the_official_clip():
             assert relative_error(ours, theirs) <= 1e-9, (step, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', ['configs/spark/r50_pretrain.py',
                                     'configs/spark/convnext_s_pretrain.py'])
 def test_full_size_config_takes_a_float64_step(config):

@@ -42,6 +42,7 @@ def test_r50_holds_the_official_recipe():
     assert cfg.train_dataloader.dataset.data_root == 'data/imagenet'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', list(DROP_PATH))
 def test_config_builds_a_sparse_model_with_its_drop_path(name):
     cfg = load(name)

@@ -284,6 +284,8 @@ def _worker(rank, out_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_sync_bn_rows_path_equals_dense_path_over_two_ranks(tmp_path):
     mp.start_processes(_worker, args=(str(tmp_path),), nprocs=WORLD,
                        start_method='spawn', join=True)

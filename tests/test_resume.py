@@ -54,6 +54,7 @@ def killed_and_resumed(tmp_path_factory, demo_data):  # noqa: F811
         tmp_path_factory.mktemp('resume'))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_exactly(killed_and_resumed):
     runs = killed_and_resumed
     allow_mmengine_checkpoints()

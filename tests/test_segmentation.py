@@ -150,7 +150,8 @@ def test_full_config_follows_mmsegs_recipe(name):
                 if k != 'type'}
     if 'spark' in name:
         assert init.type == 'spark_mm.CheckedPretrained'
-        assert init.checkpoint.startswith('work_dirs/spark_')
+        # the export of its pretraining config (tests/test_config_pairing.py)
+        assert re.fullmatch(r'work_dirs/\w+_pretrain/backbone\.pth', init.checkpoint)
         assert init.prefix is None
     elif 'supervised' in name:
         assert init.type == 'spark_mm.CheckedPretrained'
@@ -201,9 +202,9 @@ def test_amp_recipe_runs_in_fp32_without_a_gpu_and_missing_data_names_the_demo()
     assert 'configs/upernet/demo_r18_synthetic_ade20k.py' in str(error.value)
 
 
-def test_readme_reference_numbers_are_mmsegs_published_ones():
+def test_docs_reference_numbers_are_mmsegs_published_ones():
     import yaml
-    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    with open(os.path.join(ROOT, 'docs', 'segmentation.md'), encoding='utf-8') as f:
         readme = f.read()
     rows = re.findall(r'^\| `([\w-]+_ade20k-512x512)` \|[^|]*\| ([\d.]+) \| '
                       r'([\d.]+) \|$', readme, flags=re.M)
@@ -463,6 +464,7 @@ def constant_prediction_bound(ade):
     return 100 * shares.max() / present, 100 * shares.max()
 
 
+@pytest.mark.slow
 def test_chain_fine_tunes_spark_weights_to_a_real_miou(chain, monkeypatch):
     log = chain['log']
     assert 'SyncBN replaced by BN in' in log  # single process
@@ -504,6 +506,7 @@ def test_chain_fine_tunes_spark_weights_to_a_real_miou(chain, monkeypatch):
     assert tuple(predictions[0]['pred_sem_seg']['data'].shape) == (1, 64, 64)
 
 
+@pytest.mark.slow
 def test_wrong_backbone_variant_stops_with_one_line(chain, monkeypatch):
     # tools/train.py's main in this process (a subprocess costs its imports)
     monkeypatch.chdir(chain['tmp'])
@@ -517,6 +520,8 @@ def test_wrong_backbone_variant_stops_with_one_line(chain, monkeypatch):
     assert 'do not fit ResNetV1c' in message and 'stem.0.weight' in message
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_two_gloo_processes_train_with_syncbn(chain):
     work = chain['tmp'] / 'dist'
     run_tool([DEMO, '2', '--work-dir', str(work), '--cfg-options',

@@ -77,6 +77,7 @@ def test_loss_covers_masked_patches_only():
     torch.testing.assert_close(all_patches, per_patch.mean())
 
 
+@pytest.mark.slow
 def test_training_steps_lower_the_loss_on_a_fixed_batch():
     model = build_spark()
     smooth = torch.nn.functional.interpolate(torch.randn(4, 3, 8, 8), size=(64, 64),

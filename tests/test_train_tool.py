@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from spark_mm.registry import MODELS
@@ -18,6 +19,7 @@ def read_scalars(work_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
+@pytest.mark.slow
 def test_demo_pretraining_lowers_the_loss_and_exports_the_backbone(tmp_path):
     work_dir = tmp_path / 'work'
     command = [
@@ -85,7 +87,7 @@ def test_tool_config_shared_by_train_and_test(tmp_path, monkeypatch):
                         lambda message, **kwargs: messages.append(message))
     cfg = load_tool_config(args)
     assert cfg.model.neck.width == 64 and cfg.launcher == 'none'
-    assert cfg.work_dir == './work_dirs/r50_pretrain'
+    assert cfg.work_dir == 'work_dirs/r50_pretrain'  # the config states it
     # the backbone, the decoder and the densifying norms: all BN in one process
     assert cfg.model.backbone.norm_cfg.type == 'BN'
     assert cfg.model.densify_norm_cfg.type == 'BN'
@@ -96,5 +98,24 @@ def test_tool_config_shared_by_train_and_test(tmp_path, monkeypatch):
 
     args.work_dir, args.launcher = str(tmp_path / 'work'), 'pytorch'
     cfg = load_tool_config(args)
-    assert cfg.work_dir == str(tmp_path / 'work')
+    assert cfg.work_dir == str(tmp_path / 'work')  # --work-dir wins
     assert cfg.model.backbone.norm_cfg.type == 'SyncBN'  # kept for several processes
+
+    # a config without work_dir: mmengine's default, work_dirs/<config name>
+    args.config = os.path.join(ROOT, 'configs', 'mask_rcnn',
+                               'demo_r18_synthetic_coco.py')
+    args.work_dir, args.cfg_options = None, None
+    assert load_tool_config(args).work_dir == './work_dirs/demo_r18_synthetic_coco'
+
+
+def test_auto_scale_lr_flag_needs_the_configs_base_batch():
+    from mmengine.config import Config
+
+    from spark_mm.errors import SparKInputError
+    from tools.train import enable_auto_scale_lr
+    cfg = Config.fromfile(os.path.join(
+        ROOT, 'configs', 'mask_rcnn', 'mask-rcnn_r50-spark_fpn_syncbn_1x_coco.py'))
+    enable_auto_scale_lr(cfg, 'x.py')
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
+    with pytest.raises(SparKInputError, match='states no auto_scale_lr.base_batch_size'):
+        enable_auto_scale_lr(Config(dict(auto_scale_lr=dict(enable=False))), 'x.py')

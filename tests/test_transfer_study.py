@@ -67,6 +67,7 @@ def test_generator_is_deterministic_and_annotated(tmp_path, data):
     assert visible.max() <= 1
 
 
+@pytest.mark.slow
 def test_study_end_to_end_with_resume(tmp_path, data):
     work = tmp_path / 'study'
     # first attempt, one run at a time: stopped (SIGTERM) as soon as its first

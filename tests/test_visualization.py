@@ -29,6 +29,9 @@ from spark_mm.apis import build_spark  # noqa: E402
 from spark_mm.visualization import (MASK_GREY, fixed_mask,  # noqa: E402
                                     grid_size, load_image, panel_box)
 
+# every test here reads the demo run, a tools/train.py subprocess
+pytestmark = pytest.mark.slow
+
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'spark', 'demo_r18.py')
 SIZE = 96        # the demo config's input size
 STRIDE = 32

@@ -1,8 +1,8 @@
 """Turn any SparK checkpoint into backbone weights for downstream toolboxes.
 
     python tools/export_backbone.py res50_1kpretrained_timm_style.pth --out-dir export
-    python tools/export_backbone.py work_dirs/spark_r50/epoch_1600.pth \
-        --out-dir work_dirs/spark_r50/export --formats mmdet torchvision detectron2
+    python tools/export_backbone.py work_dirs/r50_pretrain/epoch_1600.pth \
+        --out-dir work_dirs/r50_pretrain/export --formats mmdet torchvision detectron2
 
 Sources (autodetected, or ``--source``): the official SparK releases
 (ResNet ``*_1kpretrained_timm_style.pth``, ConvNeXt

@@ -2,6 +2,7 @@
 for mmdet and mmseg configs alike.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
+        [--show] [--show-dir DIR] [--wait-time S] [--tta]
         [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 
 Like tools/train.py, a single-process run turns SyncBN into BN and a CPU-only
@@ -21,6 +22,8 @@ from tools.common.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
     finish_distributed, load_tool_config, parse_tool_args, start_cpu_distributed)
+from tools.common.test_options import (  # noqa: E402
+    add_test_options, draw_predictions, use_tta)
 
 
 def parse_args(argv=None):
@@ -30,6 +33,7 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument(
         '--out', help='dump predictions to a pickle file (.pkl/.pickle)')
+    add_test_options(parser)
     args = parse_tool_args(parser, argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out must end with .pkl or .pickle, got {args.out!r}')
@@ -39,6 +43,10 @@ def parse_args(argv=None):
 def build_config(args) -> Config:
     cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        draw_predictions(cfg, args)
+    if args.tta:
+        use_tta(cfg, args.config)
     if cfg.launcher != 'none':  # each rank evaluates its share: no DDP needed
         cfg.model_wrapper_cfg = dict(
             type='spark_mm.engine.distributed.DistributedEvalWrapper')

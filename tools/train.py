@@ -26,8 +26,10 @@ import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.checkpoint.loading import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
 from spark_mm.datasets import check_data_roots  # noqa: E402
+from spark_mm.errors import SparKInputError, one_line_message  # noqa: E402
+from tools.common.backbone_files import check_backbone_files  # noqa: E402
 from tools.common.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
-from spark_mm.errors import one_line_message  # noqa: E402
+from tools.common.quiet_logs import quiet_param_logs  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
     enable_amp, finish_distributed, load_tool_config, parse_tool_args,
     start_cpu_distributed)
@@ -61,6 +63,17 @@ def amp_wrapper_to_fp32_on_cpu(cfg: Config) -> None:
               'OptimWrapper; --amp for bf16 autocast', logger='current')
 
 
+def enable_auto_scale_lr(cfg: Config, config_path: str) -> None:
+    """``--auto-scale-lr``: mmengine rescales the lr from the config's
+    ``auto_scale_lr.base_batch_size`` to the run's global batch."""
+    if 'base_batch_size' not in (cfg.get('auto_scale_lr') or {}):
+        raise SparKInputError(
+            f'--auto-scale-lr: {config_path} states no '
+            'auto_scale_lr.base_batch_size (the batch its lr is meant for); '
+            'add auto_scale_lr = dict(base_batch_size=N) to the config')
+    cfg.auto_scale_lr.enable = True
+
+
 def build_config(args) -> Config:
     cfg = load_tool_config(args)
     if not torch.cuda.is_available():
@@ -68,7 +81,7 @@ def build_config(args) -> Config:
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:
-        cfg.auto_scale_lr.enable = True
+        enable_auto_scale_lr(cfg, args.config)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
@@ -89,6 +102,7 @@ def check_checkpoint_to_load(runner):
 
 def train(cfg):
     check_data_roots(cfg)
+    check_backbone_files(cfg)  # missing: one line naming the command that writes it
     start_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
@@ -96,6 +110,7 @@ def train(cfg):
     else:
         runner = Runner.from_cfg(cfg)
     check_checkpoint_to_load(runner)
+    quiet_param_logs(runner)  # parameter groups as one table, not ~90 lines
     runner.train()
     last = osp.join(runner.work_dir, 'last_checkpoint')
     if runner.rank == 0 and osp.isfile(last):

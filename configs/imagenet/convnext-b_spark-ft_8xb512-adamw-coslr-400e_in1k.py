@@ -6,6 +6,6 @@ _base_ = ['convnext-s_spark-ft_8xb512-adamw-coslr-400e_in1k.py']
 
 model = dict(
     backbone=dict(arch='base', drop_path_rate=0.4, init_cfg=dict(
-        checkpoint='work_dirs/spark_convnext_b/backbone.pth')),
+        checkpoint='work_dirs/convnext_b_pretrain/backbone.pth')),
     head=dict(in_channels=1024))
 optim_wrapper = dict(optimizer=dict(lr=1e-4 * 4096 / 256))

@@ -8,7 +8,7 @@ max_epochs = 200
 warmup_epochs = 10
 model = dict(
     backbone=dict(arch='large', drop_path_rate=0.5, init_cfg=dict(
-        checkpoint='work_dirs/spark_convnext_l/backbone.pth')),
+        checkpoint='work_dirs/convnext_l_pretrain/backbone.pth')),
     head=dict(in_channels=1536))
 optim_wrapper = dict(optimizer=dict(lr=1e-4 * 4096 / 256, weight_decay=0.02))
 param_scheduler = [

@@ -20,7 +20,7 @@ model = dict(
         type='ConvNeXt', arch='small', drop_path_rate=0.3,
         layer_scale_init_value=1e-6, gap_before_final_norm=True,
         init_cfg=dict(type='spark_mm.CheckedPretrained',
-                      checkpoint='work_dirs/spark_convnext_s/backbone.pth')),
+                      checkpoint='work_dirs/convnext_s_pretrain/backbone.pth')),
     # SoftTargetCrossEntropy on the mixup target smoothed by 0.1; the head is
     # initialized as the official ConvNeXt's (trunc normal std 0.02, bias 0)
     head=dict(type='LinearClsHead', num_classes=1000, in_channels=768,

@@ -3,8 +3,10 @@
 #   data/custom/train/<class>/*.jpg   data/custom/val/<class>/*.jpg
 #   python tools/train.py configs/imagenet/custom_r50_finetune.py \
 #       --data-root /path/to/folder --cfg-options model.head.num_classes=5 \
-#       data_preprocessor.num_classes=5 model.head.loss.loss_weight=0.2 \
-#       model.backbone.init_cfg.checkpoint=work_dirs/spark_r50/backbone.pth
+#       data_preprocessor.num_classes=5 model.head.loss.loss_weight=0.2
+# Weights: the export of configs/spark/custom_r50.py (SparK on your own
+# unlabelled images); the ImageNet one instead:
+#   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/r50_pretrain/backbone.pth
 # (or a SparK pretraining checkpoint with model.backbone.init_cfg.prefix=backbone.)
 # The official ImageNet recipe (augmentation, LAMB, layer-wise lr decay 0.7,
 # mixup/cutmix, label smoothing, EMA) at one GPU's batch of 64, 100 epochs,
@@ -19,8 +21,10 @@ warmup_epochs = 5
 
 data_preprocessor = dict(num_classes=num_classes)
 # loss_weight: the official BCE is a mean over classes too (see the R50 config)
-model = dict(head=dict(num_classes=num_classes, topk=(1, ),
-                       loss=dict(loss_weight=1.0 / num_classes)))
+model = dict(
+    backbone=dict(init_cfg=dict(checkpoint='work_dirs/custom_r50/backbone.pth')),
+    head=dict(num_classes=num_classes, topk=(1, ),
+              loss=dict(loss_weight=1.0 / num_classes)))
 train_dataloader = dict(
     batch_size=batch_size,
     dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root,

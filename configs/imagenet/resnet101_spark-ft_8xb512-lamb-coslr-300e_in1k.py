@@ -7,6 +7,6 @@ _base_ = ['resnet50_spark-ft_8xb512-lamb-coslr-300e_in1k.py']
 base_lr = 0.001
 model = dict(backbone=dict(
     depth=101, drop_path_rate=0.2,
-    init_cfg=dict(checkpoint='work_dirs/spark_r101/backbone.pth')))
+    init_cfg=dict(checkpoint='work_dirs/r101_pretrain/backbone.pth')))
 optim_wrapper = dict(optimizer=dict(lr=base_lr * 4096 / 256),
-                     paramwise_cfg=dict(decay_rate=0.8))
+                     paramwise_cfg=dict(layer_decay_rate=0.8))

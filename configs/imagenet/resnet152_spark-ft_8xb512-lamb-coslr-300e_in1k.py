@@ -4,4 +4,4 @@
 _base_ = ['resnet101_spark-ft_8xb512-lamb-coslr-300e_in1k.py']
 
 model = dict(backbone=dict(
-    depth=152, init_cfg=dict(checkpoint='work_dirs/spark_r152/backbone.pth')))
+    depth=152, init_cfg=dict(checkpoint='work_dirs/r152_pretrain/backbone.pth')))

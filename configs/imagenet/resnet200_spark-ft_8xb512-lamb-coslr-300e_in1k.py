@@ -10,5 +10,5 @@ model = dict(backbone=dict(
     _delete_=True, type='TIMMBackbone', model_name='resnet200',
     pretrained=False, drop_path_rate=0.2,
     init_cfg=dict(type='spark_mm.CheckedPretrained',
-                  checkpoint='work_dirs/spark_r200/backbone.pth')))
+                  checkpoint='work_dirs/r200_pretrain/backbone.pth')))
 sync_bn = 'torch'

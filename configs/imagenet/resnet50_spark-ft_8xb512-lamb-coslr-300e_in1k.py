@@ -28,7 +28,7 @@ model = dict(
         # skips its zero_init_residual (last BN of each block to 0) after
         # loading only for that type name
         init_cfg=dict(type='Pretrained',
-                      checkpoint='work_dirs/spark_r50/backbone.pth')),
+                      checkpoint='work_dirs/r50_pretrain/backbone.pth')),
     neck=dict(type='GlobalAveragePooling'),
     # timm BinaryCrossEntropy (LAMB runs) on the mixup target smoothed by
     # 0.1: (1 - 0.1) * mixed one-hot + 0.1 / 1000, mean over batch x classes.
@@ -60,7 +60,7 @@ optim_wrapper = dict(
     # lr x 0.7 ** (N + 1 - layer id), N = 6 for R50; no weight decay on 1-D
     # parameters and biases (spark_mm/classification/layer_decay.py)
     constructor='ResNetClsLayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(decay_rate=0.7))
+    paramwise_cfg=dict(layer_decay_rate=0.7))
 
 # lr_decay.py lr_wd_annealing, per iteration: 0.005 -> 1 x lr linearly over the
 # warm-up, then cosine to 0.001 x lr at the last iteration; weight decay fixed.

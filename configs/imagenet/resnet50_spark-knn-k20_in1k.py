@@ -2,7 +2,7 @@
 # backbone's global-average-pooled features, L2-normalized; the 20 most
 # similar training images vote with weight exp(cos / 0.07) (the weighted kNN
 # of Wu et al. 2018, as in DINO). mmpretrain's Accuracy scores the votes.
-#   python tools/test.py configs/imagenet/r50_knn.py work_dirs/spark_r50/backbone.pth
+#   python tools/test.py configs/imagenet/resnet50_spark-knn-k20_in1k.py work_dirs/r50_pretrain/backbone.pth
 # (a SparK pretraining checkpoint works too: its backbone.* weights are used)
 # The bank of ImageNet-1k train holds 1.28M x 2048 floats (10 GB); to try it
 # on a subset, give the bank dataset indices=N.

@@ -16,7 +16,7 @@ model = dict(
         # skips its zero_init_residual (last BN of each block to 0) after
         # loading only for that type name
         init_cfg=dict(type='Pretrained',
-                      checkpoint='work_dirs/spark_r50/backbone.pth')),
+                      checkpoint='work_dirs/r50_pretrain/backbone.pth')),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048,
               loss=dict(type='CrossEntropyLoss', loss_weight=1.0),

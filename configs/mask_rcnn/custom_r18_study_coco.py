@@ -2,10 +2,11 @@
 # few labelled scenes (128x160 px), sized for 2 CPU cores: FPN/heads 64 wide,
 # short side 128..160, batch 4, 300 iterations, COCO bbox + segm AP
 # (pycocotools) at the end, after precise BN. Random initialisation:
-# --cfg-options model.backbone.init_cfg=None.
+# --cfg-options model.backbone.init_cfg=None. Weights: the export of
+# configs/spark/custom_r18_study.py run on its own (the study passes its own).
 _base_ = './custom_r18_coco.py'
 
-pretrained = 'work_dirs/transfer_study/pretrain/spark/backbone.pth'
+pretrained = 'work_dirs/custom_r18_study/backbone.pth'
 data_root = 'data/transfer_study/coco/'
 
 width = 64

@@ -10,7 +10,7 @@ custom_imports = dict(imports=['spark_mm.detection', 'mmpretrain.models'],
 # Backbone-only SparK ConvNeXt-B weights (tools/export_backbone.py or the
 # pretraining's backbone.pth); for the full pretraining checkpoint set
 # model.backbone.init_cfg.prefix=backbone.
-pretrained = 'work_dirs/spark_convnext_b/backbone.pth'
+pretrained = 'work_dirs/convnext_b_pretrain/backbone.pth'
 pretrained_prefix = None
 
 model = dict(
@@ -38,7 +38,7 @@ optim_wrapper = dict(
         'num_layers': 12
     },
     optimizer=dict(lr=2e-4, weight_decay=0.05))
-auto_scale_lr = dict(enable=True, base_batch_size=16)
+auto_scale_lr = dict(enable=False, base_batch_size=16)  # --auto-scale-lr
 
 # The safety hooks every config states (configs/spark/_base_/spark_runtime.py)
 default_hooks = dict(checkpoint=dict(type='spark_mm.AtomicCheckpointHook'))

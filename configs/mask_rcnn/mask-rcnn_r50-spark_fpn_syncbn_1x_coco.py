@@ -10,9 +10,10 @@ custom_imports = dict(imports=['spark_mm.detection'], allow_failed_imports=False
 # pretraining as <work_dir>/backbone.pth, or by tools/export_backbone.py as
 # backbone_mmdet.pth) with pretrained_prefix = None, or the full pretraining
 # checkpoint with pretrained_prefix = 'backbone.', e.g. on the command line:
-#   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/spark_r50/epoch_1600.pth \
+#   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/r50_pretrain/epoch_1600.pth \
 #                 model.backbone.init_cfg.prefix=backbone.
-pretrained = 'work_dirs/spark_r50/backbone.pth'
+# Default: the export of `python tools/train.py configs/spark/r50_pretrain.py`.
+pretrained = 'work_dirs/r50_pretrain/backbone.pth'
 pretrained_prefix = None
 
 # SyncBN in backbone, FPN and RoI heads; nothing frozen, BN keeps training.
@@ -74,7 +75,7 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2.5e-4, betas=(0.9, 0.999),
                    weight_decay=1e-4),
     paramwise_cfg=dict(decay_rate=0.6, norm_decay_mult=0.0))
-auto_scale_lr = dict(enable=True, base_batch_size=16)
+auto_scale_lr = dict(enable=False, base_batch_size=16)  # --auto-scale-lr
 
 # Precise BN (Detectron2's 200 batches) right before every evaluation; then
 # the safety hooks of every spark_mm config: stop at the first NaN/inf loss

@@ -18,3 +18,7 @@ model = dict(
     data_preprocessor={{_base_.data_preprocessor}})
 
 optim_wrapper = dict(optimizer=dict(betas=(0.9, 0.999)))
+
+# tools/train.py writes here unless --work-dir says otherwise; the export,
+# <work_dir>/backbone.pth, is what the downstream configs read.
+work_dir = 'work_dirs/convnext_s_pretrain'

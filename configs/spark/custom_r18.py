@@ -27,3 +27,7 @@ param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs)
 train_cfg = dict(max_epochs=max_epochs)
 auto_scale_lr = dict(base_batch_size=batch_size)
 default_hooks = dict(checkpoint=dict(interval=10))
+
+# tools/train.py writes here unless --work-dir says otherwise; the export,
+# <work_dir>/backbone.pth, is what the downstream configs read.
+work_dir = 'work_dirs/custom_r18'

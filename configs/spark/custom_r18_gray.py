@@ -21,3 +21,7 @@ model = dict(
     data_preprocessor=dict(mean=mean, std=std, to_rgb=False))
 train_dataloader = dict(dataset=dict(
     pipeline=folder_pretrain_pipeline(input_size, in_channels)))
+
+# tools/train.py writes here unless --work-dir says otherwise; the export,
+# <work_dir>/backbone.pth, is what the downstream configs read.
+work_dir = 'work_dirs/custom_r18_gray'

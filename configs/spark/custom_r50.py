@@ -46,3 +46,7 @@ train_cfg = dict(max_epochs=max_epochs)
 auto_scale_lr = dict(base_batch_size=batch_size)
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(interval=20, max_keep_ckpts=2))
+
+# tools/train.py writes here unless --work-dir says otherwise; the export,
+# <work_dir>/backbone.pth, is what the downstream configs read.
+work_dir = 'work_dirs/custom_r50'

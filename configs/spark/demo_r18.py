@@ -45,3 +45,7 @@ custom_hooks = [
     dict(type='ReconstructionVisualizationHook', interval=64, num_images=4),
     dict(type='NanGuardHook'), dict(type='StepSeedHook'),
 ]
+
+# tools/train.py writes here unless --work-dir says otherwise; the export,
+# <work_dir>/backbone.pth, is what the downstream configs read.
+work_dir = 'work_dirs/demo_r18'

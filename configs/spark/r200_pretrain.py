@@ -8,3 +8,7 @@ model = dict(
                   features_only=True, pretrained=False, out_indices=(1, 2, 3, 4),
                   drop_path_rate=0.15),
     sync_bn=True)
+
+# tools/train.py writes here unless --work-dir says otherwise; the export,
+# <work_dir>/backbone.pth, is what the downstream configs read.
+work_dir = 'work_dirs/r200_pretrain'

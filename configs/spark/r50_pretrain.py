@@ -14,3 +14,7 @@ model = dict(
     densify_norm_cfg=dict(type='SyncBN'),
     input_size={{_base_.input_size}},
     data_preprocessor={{_base_.data_preprocessor}})
+
+# tools/train.py writes here unless --work-dir says otherwise; the export,
+# <work_dir>/backbone.pth, is what the downstream configs read.
+work_dir = 'work_dirs/r50_pretrain'

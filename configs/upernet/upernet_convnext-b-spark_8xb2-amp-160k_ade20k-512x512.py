@@ -11,7 +11,7 @@ checkpoint_file = 'https://download.openmmlab.com/mmclassification/v0/convnext/d
 # Backbone-only SparK ConvNeXt-B weights (the pretraining's backbone.pth or
 # tools/export_backbone.py); for the full pretraining checkpoint set
 # model.backbone.init_cfg.prefix=backbone.
-pretrained = 'work_dirs/spark_convnext_b/backbone.pth'
+pretrained = 'work_dirs/convnext_b_pretrain/backbone.pth'
 
 model = dict(
     backbone=dict(arch='base', drop_path_rate=0.4,

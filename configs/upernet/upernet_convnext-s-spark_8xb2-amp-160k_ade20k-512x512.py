@@ -10,7 +10,7 @@ custom_imports = dict(imports=['spark_mm.segmentation', 'mmpretrain.models'],
 # Backbone-only SparK ConvNeXt-S weights (the pretraining's backbone.pth or
 # tools/export_backbone.py); for the full pretraining checkpoint set
 # model.backbone.init_cfg.prefix=backbone.
-pretrained = 'work_dirs/spark_convnext_s/backbone.pth'
+pretrained = 'work_dirs/convnext_s_pretrain/backbone.pth'
 pretrained_prefix = None
 
 # Every backbone key must come from the checkpoint except ConvNeXt's per-stage

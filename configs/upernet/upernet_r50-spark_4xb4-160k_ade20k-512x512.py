@@ -13,9 +13,10 @@ custom_imports = dict(imports=['spark_mm.segmentation'],
 # SparK weights: the backbone-only file (<work_dir>/backbone.pth of the
 # pretraining, or tools/export_backbone.py's backbone_mmdet.pth) with
 # pretrained_prefix = None, or the full pretraining checkpoint with
-#   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/spark_r50/epoch_1600.pth \
+#   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/r50_pretrain/epoch_1600.pth \
 #                 model.backbone.init_cfg.prefix=backbone.
-pretrained = 'work_dirs/spark_r50/backbone.pth'
+# Default: the export of `python tools/train.py configs/spark/r50_pretrain.py`.
+pretrained = 'work_dirs/r50_pretrain/backbone.pth'
 pretrained_prefix = None
 
 model = dict(

@@ -79,18 +79,19 @@ class ResNetClsLayerDecayOptimWrapperConstructor(
     :func:`resnet_cls_layer_ids`; weight decay as the official
     ``lr_decay.get_param_groups``: none on 1-D parameters (norms, biases) and
     on every ``*.bias``, the optimizer's weight decay on the rest.
-    ``paramwise_cfg``: ``decay_rate`` (0.7 for R50, 0.8 for R101-R200 in the
-    official table).
+    ``paramwise_cfg``: ``layer_decay_rate`` (mmpretrain's key; 0.7 for R50,
+    0.8 for R101-R200 in the official table).
     """
 
     log_title = 'ResNet (ImageNet fine-tuning) layer-wise lr decay'
+    rate_key = 'layer_decay_rate'
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict = None):
-        if 'decay_rate' not in (paramwise_cfg or {}):
+        if self.rate_key not in (paramwise_cfg or {}):
             raise SparKInputError(
                 'ResNetClsLayerDecayOptimWrapperConstructor needs '
-                'paramwise_cfg.decay_rate (official: 0.7 for ResNet-50, 0.8 '
-                'for ResNet-101/152/200)')
+                'paramwise_cfg.layer_decay_rate (official: 0.7 for '
+                'ResNet-50, 0.8 for ResNet-101/152/200)')
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
     def layer_ids(self, names: List[str]) -> Tuple[Dict[str, int], int]:

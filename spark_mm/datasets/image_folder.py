@@ -7,6 +7,7 @@ opened and images smaller than ``min_size`` on a side are left out, with one
 warning that counts them and names a few. Files that pass the header check but
 fail to decode later are skipped at load time by ``LoadImageOrSkip``.
 """
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple
@@ -136,9 +137,12 @@ class UnlabeledImageFolder(BaseDataset):
     def load_data_list(self) -> List[dict]:
         scan = scan_image_folder(self.data_root, self.min_size, self.extensions)
         left_out = scan.summary(self.min_size)
+        found = f'found {len(scan.images)} images in {self.data_root}'
         if left_out:
-            print_log(f'{self.data_root}: {len(scan.images)} images used, left '
-                      f'out: {left_out}', logger='current', level=30)
+            print_log(f'{found}; left out: {left_out}', logger='current',
+                      level=logging.WARNING)
+        else:
+            print_log(found, logger='current')
         if not scan.images:
             raise DataNotFoundError(
                 f'image folder {self.data_root!r} holds no usable images'

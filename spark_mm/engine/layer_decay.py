@@ -96,14 +96,17 @@ def resnet_layer_ids(param_names: List[str],
 class ResNetLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Per-parameter lr ``base_lr * decay_rate ** (N + 1 - layer_id)``.
 
-    ``paramwise_cfg`` keys: ``decay_rate`` (default 0.6, the SparK value),
+    ``paramwise_cfg`` keys: ``decay_rate`` (default 0.6, the SparK value; the
+    key mmdet's and mmseg's layer-decay constructors use),
     ``norm_decay_mult`` (default 0.0) and ``bias_decay_mult`` (default 1.0),
     both multiplying the optimizer's weight decay.
     """
 
+    rate_key = 'decay_rate'
+
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict = None):
         paramwise_cfg = dict(paramwise_cfg or {})
-        paramwise_cfg.setdefault('decay_rate', 0.6)
+        paramwise_cfg.setdefault(self.rate_key, 0.6)
         paramwise_cfg.setdefault('norm_decay_mult', 0.0)
         paramwise_cfg.setdefault('bias_decay_mult', 1.0)
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
@@ -125,7 +128,7 @@ class ResNetLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def add_params(self, params: List[dict], module: nn.Module,
                    **kwargs) -> None:
-        decay_rate = self.paramwise_cfg['decay_rate']
+        decay_rate = self.paramwise_cfg[self.rate_key]
         base_wd = self.base_wd or 0.0
         trainable = []
         seen = set()

@@ -6,3 +6,7 @@ max_epochs = 800
 warmup_epochs = 40
 param_scheduler = spark_param_scheduler(max_epochs, warmup_epochs)
 train_cfg = dict(max_epochs=max_epochs)
+
+# tools/train.py writes here unless --work-dir says otherwise; the export,
+# <work_dir>/backbone.pth, is what the downstream configs read.
+work_dir = 'work_dirs/convnext_s_800e'

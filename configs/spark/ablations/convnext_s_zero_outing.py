@@ -2,3 +2,7 @@
 # instead of sparse convolution.
 _base_ = ['../convnext_s_pretrain.py']
 model = dict(sparse=False)
+
+# tools/train.py writes here unless --work-dir says otherwise; the export,
+# <work_dir>/backbone.pth, is what the downstream configs read.
+work_dir = 'work_dirs/convnext_s_zero_outing'

@@ -1,2 +1,0 @@
-# Short name of convnext-b_spark-ft_8xb512-adamw-coslr-400e_in1k.py
-_base_ = ['convnext-b_spark-ft_8xb512-adamw-coslr-400e_in1k.py']

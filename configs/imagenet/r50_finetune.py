@@ -1,2 +1,0 @@
-# Short name of resnet50_spark-ft_8xb512-lamb-coslr-300e_in1k.py
-_base_ = ['resnet50_spark-ft_8xb512-lamb-coslr-300e_in1k.py']
