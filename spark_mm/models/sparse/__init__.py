@@ -1,7 +1,7 @@
 from .batch_norm import SparseBatchNormMixin
 from .context import SparseContext
-from .convert import UnsupportedLayerError, sparsify
+from .convert import UnsupportedLayerError, refuse_unsupported, sparsify
 from .remask import SparseMixin, SparseRemaskMixin
 
-__all__ = ['SparseContext', 'sparsify', 'UnsupportedLayerError', 'SparseMixin',
+__all__ = ['SparseContext', 'sparsify', 'refuse_unsupported', 'UnsupportedLayerError', 'SparseMixin',
            'SparseRemaskMixin', 'SparseBatchNormMixin']
