@@ -25,6 +25,12 @@ from .global_pool import visible_max, visible_mean
 from .remask import SparseMixin
 
 
+def gate_visible(x, gate, mask):
+    """``x * gate`` at visible positions, exactly 0 at masked ones (whatever
+    ``x`` holds there)."""
+    return (x * gate).mul_(mask)
+
+
 class SparseSqueezeMixin(SparseMixin):
     """Common part: dense forward without a mask, else :meth:`sparse_forward`
     with the 0/1 mask of the input's scale."""
@@ -47,7 +53,7 @@ class SparseTimmSEModuleMixin(SparseSqueezeMixin):
         if self.add_maxpool:
             x_se = 0.5 * x_se + 0.5 * visible_max(x, mask)
         x_se = self.fc2(self.act(self.bn(self.fc1(x_se))))
-        return x * self.gate(x_se)
+        return gate_visible(x, self.gate(x_se), mask)
 
 
 class SparseTimmEffectiveSEMixin(SparseSqueezeMixin):
@@ -59,7 +65,7 @@ class SparseTimmEffectiveSEMixin(SparseSqueezeMixin):
         x_se = visible_mean(x, mask)
         if self.add_maxpool:
             x_se = 0.5 * x_se + 0.5 * visible_max(x, mask)
-        return x * self.gate(self.fc(x_se))
+        return gate_visible(x, self.gate(self.fc(x_se)), mask)
 
 
 class SparseEfficientNetSEMixin(SparseSqueezeMixin):
@@ -70,7 +76,7 @@ class SparseEfficientNetSEMixin(SparseSqueezeMixin):
 
     def sparse_forward(self, x, mask):
         x_se = self.conv_expand(self.act1(self.conv_reduce(visible_mean(x, mask))))
-        return x * self.gate(x_se)
+        return gate_visible(x, self.gate(x_se), mask)
 
 
 class SparseTimmEcaMixin(SparseSqueezeMixin):
@@ -83,7 +89,7 @@ class SparseTimmEcaMixin(SparseSqueezeMixin):
         y = self.conv(y)
         if self.conv2 is not None:
             y = self.conv2(self.act(y))
-        return x * self.gate(y).view(x.shape[0], -1, 1, 1)
+        return gate_visible(x, self.gate(y).view(x.shape[0], -1, 1, 1), mask)
 
 
 class SparseTimmCecaMixin(SparseSqueezeMixin):
@@ -94,7 +100,7 @@ class SparseTimmCecaMixin(SparseSqueezeMixin):
     def sparse_forward(self, x, mask):
         y = visible_mean(x, mask).view(x.shape[0], 1, -1)
         y = self.conv(F.pad(y, (self.padding, self.padding), mode='circular'))
-        return x * self.gate(y).view(x.shape[0], -1, 1, 1)
+        return gate_visible(x, self.gate(y).view(x.shape[0], -1, 1, 1), mask)
 
 
 class SparseSplitAttnMixin(SparseSqueezeMixin):
@@ -114,7 +120,8 @@ class SparseSplitAttnMixin(SparseSqueezeMixin):
             x_gap = x.sum(dim=1)
         else:
             x_gap = x
-        x_gap = visible_mean(x_gap, self.sparse_context.mask_like(x_gap))
+        mask = self.sparse_context.mask_like(x_gap)
+        x_gap = visible_mean(x_gap, mask)
         x_attn = self.fc2(self.act1(self.bn1(self.fc1(x_gap))))
         x_attn = self.rsoftmax(x_attn).view(batch, -1, 1, 1)
         if self.radix > 1:
@@ -122,7 +129,7 @@ class SparseSplitAttnMixin(SparseSqueezeMixin):
             out = (x * x_attn.reshape(shape)).sum(dim=1)
         else:
             out = x * x_attn
-        return out.contiguous()
+        return out.mul_(mask).contiguous()
 
 
 class SparseSELayerMixin(SparseSqueezeMixin):
@@ -135,7 +142,7 @@ class SparseSELayerMixin(SparseSqueezeMixin):
         gate = self.conv2(self.conv1(visible_mean(x, mask)))
         if getattr(self, 'return_weight', False):
             return gate
-        return x * gate
+        return gate_visible(x, gate, mask)
 
 
 # (dense module types, mixin): the squeeze-excitation modules found by type.
