@@ -31,9 +31,10 @@ import os.path as osp
 import sys
 import tempfile
 import time
-from typing import List, NamedTuple
+from typing import Callable, List, NamedTuple
 
 import torch
+import torch.nn as nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import timm  # noqa: E402
@@ -204,46 +205,46 @@ def train_step_finite(spark, images) -> str:
     optimizer.step()
     bad += [name for name, parameter in spark.named_parameters()
             if not parameter.isfinite().all()]
-    if not torch.isfinite(loss) or bad:
-        return f'no (loss {float(loss):.3g}; {bad[:1]})'
-    return f'yes (loss {float(loss):.3f})'
+    value = loss.detach().item()
+    if not torch.isfinite(loss.detach()) or bad:
+        return f'no (loss {value:.3g}; {bad[:1]})'
+    return f'yes (loss {value:.3f})'
 
 
-def export_loads_strict(spark, config) -> str:
+def export_loads_strict(spark, build) -> str:
     """The backbone read back from a SparK checkpoint, into the dense model."""
     with tempfile.TemporaryDirectory() as folder:
         path = osp.join(folder, 'spark.pth')
         save_torch_atomically({'state_dict': spark.state_dict()}, path)
         weights = backbone_state_dict(path)
-    fresh = build_backbone(config)
-    fresh.load_state_dict(weights, strict=True)
+    build().load_state_dict(weights, strict=True)
     return f'yes ({len(weights)} tensors)'
 
 
-def check_model(spec: str, size: int = 128, batch: int = 2, seed: int = 0) -> Row:
-    """The coverage row of one model argument."""
+def check_backbone(label: str, build: Callable[[], nn.Module], size: int = 128,
+                   batch: int = 2, seed: int = 0) -> Row:
+    """The coverage row of the backbone ``build()`` returns (a new dense one
+    at each call)."""
     start = time.time()
     try:
-        config = backbone_config(spec)
-        dense = build_backbone(config)  # float32: SparK probes it in float32
+        dense = build()  # float32: SparK probes it in float32
         spark = build_spark(copy.deepcopy(dense), size).double()
         # init_weights re-initialized the SparK copy (mmpretrain's init_cfg)
         dense.load_state_dict(spark.backbone.state_dict())
         dense.double()
     except SparKInputError as error:
-        return Row(spec, 'refused', notes=one_line_message(error))
+        return Row(label, 'refused', notes=one_line_message(error))
     except Exception as error:  # not refused: a failure to report in the row
-        return Row(spec, f'no: {type(error).__name__}',
+        return Row(label, f'no: {type(error).__name__}',
                    notes=' '.join(str(error).split())[:200])
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, size, size, generator=generator, dtype=torch.float64)
     cells = []
     for check in (lambda: masked_positions_zero(spark, images),
                   lambda: all_visible_equals_dense(spark, dense, images),
-                  lambda: train_step_finite(build_spark(build_backbone(config), size,
-                                                        channels_last=True),
+                  lambda: train_step_finite(build_spark(build(), size, channels_last=True),
                                             images.float()),
-                  lambda: export_loads_strict(spark, config)):
+                  lambda: export_loads_strict(spark, build)):
         torch.manual_seed(seed)
         try:
             cells.append(check())
@@ -251,7 +252,16 @@ def check_model(spec: str, size: int = 128, batch: int = 2, seed: int = 0) -> Ro
             cells.append(f'no: {type(error).__name__}: '
                          + ' '.join(str(error).split())[:160])
     notes = f'{size} px, {time.time() - start:.0f} s'
-    return Row(spec, 'yes', *cells, notes=notes)
+    return Row(label, 'yes', *cells, notes=notes)
+
+
+def check_model(spec: str, size: int = 128, batch: int = 2, seed: int = 0) -> Row:
+    """The coverage row of one model argument."""
+    try:
+        config = backbone_config(spec)
+    except SparKInputError as error:
+        return Row(spec, 'refused', notes=one_line_message(error))
+    return check_backbone(spec, lambda: build_backbone(config), size, batch, seed)
 
 
 def markdown_table(rows: List[Row]) -> str:

@@ -13,7 +13,6 @@ Each mixin restates its dense module's forward with the visible mean, for the
 module types listed in :data:`SQUEEZE_EXCITE_CONVERSIONS`.
 """
 import torch.nn.functional as F
-from mmdet.models.layers.se_layer import SELayer as MMDetSELayer
 from mmpretrain.models.utils.se_layer import SELayer as MMPretrainSELayer
 from timm.layers.eca import CecaModule, EcaModule
 from timm.layers.split_attn import SplitAttn
@@ -23,6 +22,12 @@ from timm.models._efficientnet_blocks import \
 
 from .global_pool import visible_max, visible_mean
 from .remask import SparseMixin
+
+try:  # mmdet is optional: spark_mm imports without it
+    from mmdet.models.layers.se_layer import SELayer as MMDetSELayer
+    SE_LAYER_TYPES = (MMPretrainSELayer, MMDetSELayer)
+except ImportError:
+    SE_LAYER_TYPES = (MMPretrainSELayer, )
 
 
 def gate_visible(x, gate, mask):
@@ -153,5 +158,5 @@ SQUEEZE_EXCITE_CONVERSIONS = (
     ((EcaModule, ), SparseTimmEcaMixin),
     ((CecaModule, ), SparseTimmCecaMixin),
     ((SplitAttn, ), SparseSplitAttnMixin),
-    ((MMPretrainSELayer, MMDetSELayer), SparseSELayerMixin),
+    (SE_LAYER_TYPES, SparseSELayerMixin),
 )
