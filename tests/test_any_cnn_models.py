@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.hub import get_config
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
@@ -41,29 +42,39 @@ def test_representative_backbone_passes_every_check(name):
     assert_row_passes(check_model(REPRESENTATIVES[name], size=64))
 
 
-class PyramidPoolNet(nn.Module):
-    """Four stride-2 stages; the last adds a pyramid-pooling context (adaptive
-    average pool to 2x2, 1x1 conv, nearest upsampling back)."""
+class UpsampleTo(nn.Upsample):
+    """Nearest upsampling to a given size (HRNet/PSP-style fusion)."""
 
-    def __init__(self, width=8):
+    def forward(self, x, size=None):
+        return nn.functional.interpolate(x, size=size, mode=self.mode)
+
+
+class PyramidPoolNet(nn.Module):
+    """Four stride-2 stages (grouped convs, GroupNorm); the stride-8 map gets
+    a pyramid-pooling context: adaptive average pool to 4x4, 1x1 conv,
+    upsampling back, added."""
+
+    def __init__(self, width=8, stem_padding=1):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.BatchNorm2d(width),
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, stem_padding),
+                                  nn.Conv2d(width, width, 3, 2, 1), nn.BatchNorm2d(width),
                                   nn.ReLU(), nn.MaxPool2d(3, 2, 1))
         self.stages = nn.ModuleList(
             nn.Sequential(nn.Conv2d(width, width, 3, 2 if i else 1, 1, groups=2),
                           nn.GroupNorm(2, width), nn.ReLU()) for i in range(4))
-        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.pool = nn.AdaptiveAvgPool2d(4)
         self.context = nn.Conv2d(width, width, 1)
-        self.upsample = nn.Upsample(scale_factor=2, mode='nearest')
+        self.upsample = UpsampleTo(scale_factor=None, mode='nearest')
 
     def forward(self, x):
         x = self.stem(x)
         features = []
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages):
             x = stage(x)
+            if index == 1:  # at 128 px: 16x16, pooled to the 4x4 mask grid
+                pooled = self.context(self.pool(x))
+                x = x + self.upsample(pooled, size=x.shape[-2:])
             features.append(x)
-        # at 128 px the last map is 4x4; its 2x2 pool is upsampled back
-        features[-1] = x + self.upsample(self.context(self.pool(x)))
         return tuple(features)
 
 
@@ -78,24 +89,14 @@ def test_attention_and_selective_kernel_are_refused_at_build_in_one_line():
         assert row.refused and layer in row.notes and '\n' not in row.notes, row
 
 
-class DeepContextNet(PyramidPoolNet):
-    """Total stride 32, but an inner context at stride 64: the mask grid
-    divides that scale only for inputs that are multiples of 64."""
-
-    def forward(self, x):
-        features = list(super().forward(x))
-        coarse = nn.functional.max_pool2d(features[-1], 2)  # stride 64
-        features[-1] = features[-1] + self.upsample(self.context(coarse))
-        return tuple(features)
-
-
 def test_a_scale_the_mask_grid_does_not_divide_is_refused_at_build():
+    """An unpadded stem conv: 128 px gives a 126x126 map, which the 4x4 mask
+    grid does not divide; only 32 px (a 1x1 grid) fits near 128."""
     with pytest.raises(UnsupportedLayerError) as error:
-        build_spark(DeepContextNet(), size=96)
+        build_spark(PyramidPoolNet(stem_padding=0), size=128)
     message = str(error.value)
-    assert 'at 96x96' in message and 'context' in message
-    assert 'input sizes that work: 64x64, 128x128, 192x192' in message
-    build_spark(DeepContextNet(), size=128)
+    assert 'at 128x128' in message and 'stem.0 (SparseConv2d)' in message
+    assert '126x126' in message and 'input sizes that work: 32x32' in message
 
 
 @pytest.mark.parametrize('config,target', [
@@ -108,23 +109,25 @@ def test_pretraining_config_exports_into_the_downstream_backbone(config, target,
     downstream config and computes what the pretrained encoder computes."""
     cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'spark', config))
     assert cfg.work_dir.startswith('work_dirs/')
+    cfg.model.input_size = 64  # the weights are the point, not the 224 px check
     with DefaultScope.overwrite_default_scope('spark_mm'):
         spark = MODELS.build(cfg.model)
     path = str(tmp_path / 'spark.pth')
     torch.save({'state_dict': spark.state_dict()}, path)
     downstream_config, registry = target
-    backbone_cfg = Config.fromfile(downstream_config).model.backbone
+    backbone_cfg = get_config(downstream_config).model.backbone
     backbone_cfg.pop('init_cfg', None)  # pretrained weights: ours, loaded below
     backbone_cfg.out_indices = (0, 1, 2, 3)
     with DefaultScope.overwrite_default_scope(registry.scope):
         dense = registry.build(backbone_cfg)
     dense.load_state_dict(backbone_state_dict(path), strict=True)
-    spark.eval()
-    dense.eval()
-    images = torch.randn(1, 3, 64, 64)
+    # float64 and one memory layout: equal up to summation order
+    spark.backbone.double().to(memory_format=torch.contiguous_format).eval()
+    dense.double().eval()
+    images = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         for ours, theirs in zip(spark.backbone(images), dense(images)):
-            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
 
 
 SWEEP = [
