@@ -144,6 +144,9 @@ SWEEP = [
     "dict(type='MobileNetV3', arch='small', out_indices=(1, 3, 8, 11))",
     "dict(type='EfficientNet', arch='b0', out_indices=(2, 3, 4, 6))",
     "dict(type='HRNet', arch='w18')",
+    "dict(type='mmdet.ResNet', depth=50, norm_cfg=dict(type='GN', num_groups=32), "
+    'out_indices=(0, 1, 2, 3))',
+    "dict(type='mmdet.RegNet', arch='regnetx_400mf', out_indices=(0, 1, 2, 3))",
 ]
 
 
