@@ -6,8 +6,8 @@ a per-channel gate with small layers, and multiply the map by it. Sparse:
 the mean is over the visible positions of each sample
 (:func:`~.global_pool.visible_mean`), the layers that act on the vector stay
 dense (they are not maps; ``per_sample_children`` names them, and
-:func:`~.convert.sparsify` leaves them as they are), and the gate multiplies
-a map that is zero at masked positions, so it stays zero there.
+:func:`~.convert.sparsify` leaves them as they are), and the gated map is
+set to exactly zero at masked positions (:func:`gate_visible`).
 
 Each mixin restates its dense module's forward with the visible mean, for the
 module types listed in :data:`SQUEEZE_EXCITE_CONVERSIONS`.
