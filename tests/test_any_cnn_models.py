@@ -17,6 +17,7 @@ from spark_mm.checkpoint import backbone_state_dict
 from spark_mm.errors import UnsupportedLayerError
 from spark_mm.registry import MODELS
 from tools.backbone_coverage import build_spark, check_backbone, check_model
+from tools.backbone_coverage import main as coverage_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -154,3 +155,10 @@ SWEEP = [
 @pytest.mark.parametrize('spec', SWEEP)
 def test_backbone_family_passes_every_check(spec):
     assert_row_passes(check_model(spec, size=128))
+
+
+@pytest.mark.parametrize('argument', ['not_a_model', "dict(depth=18)", "dict(type='ResNet'"])
+def test_coverage_tool_refuses_a_bad_model_argument_in_one_line(argument, capsys):
+    assert coverage_main([argument]) == 2
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and 'config' in out

@@ -94,9 +94,6 @@ def _literal(node):
 
 def timm_backbone_config(name: str) -> dict:
     """``TIMMBackbone`` returning the timm model's maps of stride 4..32."""
-    if name not in timm.list_models():
-        raise SparKInputError(f'{name!r} is not a timm model name, a registry '
-                              'type (e.g. mmdet.RegNet) or a dict(...) config')
     info = timm.create_model(name, features_only=True, pretrained=False).feature_info
     indices = tuple(index for index, reduction in enumerate(info.reduction())
                     if reduction >= 4)
@@ -104,9 +101,13 @@ def timm_backbone_config(name: str) -> dict:
                 pretrained=False, out_indices=indices)
 
 
+def is_config(spec: str) -> bool:
+    return spec.lstrip()[:1] in ('{', '(') or spec.lstrip().startswith('dict(')
+
+
 def backbone_config(spec: str) -> dict:
     """The backbone config a model argument names (see the module doc)."""
-    if spec.lstrip()[:1] in '{(' or spec.lstrip().startswith('dict('):
+    if is_config(spec):
         try:
             config = _literal(ast.parse(spec.strip(), mode='eval').body)
         except (SyntaxError, ValueError) as error:
@@ -115,9 +116,19 @@ def backbone_config(spec: str) -> dict:
         if not isinstance(config, dict) or 'type' not in config:
             raise SparKInputError(f'the config {spec!r} is not a dict with a type')
         return config
+    check_argument(spec)
     if '.' in spec:
         return dict(type=spec)
     return timm_backbone_config(spec)
+
+
+def check_argument(spec: str) -> None:
+    """Raise :class:`SparKInputError` for a model argument that names nothing."""
+    if is_config(spec):
+        backbone_config(spec)
+    elif '.' not in spec and spec not in timm.list_models():
+        raise SparKInputError(f'{spec!r} is not a timm model name, a registry '
+                              "type (e.g. mmdet.RegNet) or a dict(type=...) config")
 
 
 def build_backbone(config: dict):
@@ -300,6 +311,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.size <= 0 or args.size % 32:
         print(f'--size {args.size} is not a positive multiple of 32; use e.g. 64 or 128')
+        return 2
+    try:  # bad arguments: one line before any work
+        for spec in args.models:
+            check_argument(spec)
+    except SparKInputError as error:
+        print(one_line_message(error))
         return 2
     rows: List[Row] = []
     for spec in args.models:
