@@ -163,9 +163,11 @@ def test_backbone_weights_load_into_mmdet_resnet():
 
 
 def test_unsupported_layers_are_named_in_the_error():
-    backbone = dict(type='ResNet', depth=18, out_indices=(0, 1, 2, 3),
-                    norm_cfg=dict(type='GN', num_groups=8))
-    with pytest.raises(UnsupportedLayerError, match=r'backbone\.gn1 \(GroupNorm\)'):
+    # refused before the backbone runs (a hybrid would fail in the probe)
+    backbone = dict(type='TIMMBackbone', model_name='coatnet_nano_rw_224',
+                    features_only=True, pretrained=False)
+    with pytest.raises(UnsupportedLayerError,
+                       match=r'stages_2\.blocks\.0\.attn \(Attention2d\)'):
         build_spark(backbone)
 
 

@@ -20,8 +20,9 @@ from ..registry import MODELS
 from .densify import Densifier
 from .geometry import as_feature_list, probe_features, remove_output_norms
 from .head import patchify, unpatchify
-from .sparse import SparseContext, sparsify
+from .sparse import SparseContext, refuse_unsupported, sparsify
 from .sparse.context import expand_mask
+from .sparse.geometry_check import check_mask_geometry
 
 
 def _build(cfg_or_module):
@@ -103,6 +104,8 @@ class SparK(BaseSelfSupervisor):
                           + ' are not used (the official encoder returns raw '
                           'stage outputs; output_norms=True keeps them)',
                           logger='current')
+        if sparse:  # before anything runs it: a ViT is refused in one line
+            refuse_unsupported(backbone)
         features = probe_features(backbone, in_channels)
         if len(features) < 2 and hierarchical:
             raise SparKInputError(
@@ -132,6 +135,9 @@ class SparK(BaseSelfSupervisor):
         self.input_size = ((input_size, input_size) if isinstance(input_size, int)
                            else tuple(input_size))
         self.check_input_size(*self.input_size)
+        if sparse:
+            check_mask_geometry(self.backbone, self.sparse_context, in_channels,
+                                self.input_size, self.total_stride)
 
         encoder_widths = [info.channels for info in coarsest_first]
         decoder_widths = neck.widths[:len(coarsest_first)]
