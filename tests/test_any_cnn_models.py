@@ -13,7 +13,8 @@ from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
-from spark_mm.checkpoint import backbone_state_dict
+from spark_mm.checkpoint import BACKBONE_PREFIX
+from spark_mm.checkpoint.checked_pretrained import backbone_weights
 from spark_mm.errors import UnsupportedLayerError
 from spark_mm.registry import MODELS
 from tools.backbone_coverage import build_spark, check_backbone, check_model
@@ -122,7 +123,7 @@ def test_pretraining_config_exports_into_the_downstream_backbone(config, target,
     backbone_cfg.out_indices = (0, 1, 2, 3)
     with DefaultScope.overwrite_default_scope(registry.scope):
         dense = registry.build(backbone_cfg)
-    dense.load_state_dict(backbone_state_dict(path), strict=True)
+    dense.load_state_dict(backbone_weights(path, BACKBONE_PREFIX), strict=True)
     # float64 and one memory layout: equal up to summation order
     spark.backbone.double().to(memory_format=torch.contiguous_format).eval()
     dense.double().eval()

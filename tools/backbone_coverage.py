@@ -18,7 +18,7 @@ written as ``dict(type=..., ...)`` or ``{...}``, or a registry type
 * train step: one SparK step (float32; NCHW, or channels_last with
   ``--channels-last``) gives a finite loss, gradients and updated weights;
 * export: the backbone weights read back from a saved SparK checkpoint
-  (:func:`spark_mm.checkpoint.backbone_state_dict`) load strictly into a
+  (:func:`spark_mm.checkpoint.checked_pretrained.backbone_weights`) load strictly into a
   freshly built dense backbone.
 
 Exit status 1 if any model fails a check it was not refused before.
@@ -40,8 +40,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import timm  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
-from spark_mm.checkpoint import (backbone_state_dict,  # noqa: E402
+from spark_mm.checkpoint import (BACKBONE_PREFIX,  # noqa: E402
                                  save_torch_atomically)
+from spark_mm.checkpoint.checked_pretrained import backbone_weights  # noqa: E402
 from spark_mm.errors import SparKInputError, one_line_message  # noqa: E402
 from spark_mm.models.geometry import as_feature_list  # noqa: E402
 from spark_mm.models.sparse import SparseMixin  # noqa: E402
@@ -137,11 +138,14 @@ def build_backbone(config: dict):
 
 
 def build_spark(backbone, size: int, channels_last: bool = False):
+    """A small SparK; ``channels_last``: with the configs' fast path (which
+    keeps maps channels_last), taking its non-plain implementations."""
+    fast_path = (dict(type='SparKFastPath', tuner=dict(mode='fast', cache_file=''))
+                 if channels_last else False)
     with DefaultScope.overwrite_default_scope('spark_mm'):
         model = MODELS.build(dict(
             type='SparK', backbone=backbone, input_size=size,
-            neck=dict(type='LightUNetDecoder', width=32),
-            channels_last=channels_last))
+            neck=dict(type='LightUNetDecoder', width=32), fast_path=fast_path))
     model.init_weights()
     return model
 
@@ -176,7 +180,7 @@ def masked_positions_zero(spark, images) -> str:
                 check(name, _nchw(module, args, kwargs, out)), with_kwargs=True))
     try:
         with torch.no_grad(), spark.sparse_context.masked(active):
-            features = spark.encode(images, active)
+            features = spark.encode(images)
     finally:
         for handle in handles:
             handle.remove()
@@ -209,8 +213,6 @@ def train_step_finite(spark, images) -> str:
     """One SGD step of the SparK loss; finite loss, gradients and weights."""
     spark.train()
     optimizer = torch.optim.SGD(spark.parameters(), lr=0.01)
-    if spark.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
     loss = spark.loss(images, [])['loss']
     loss.backward()
     bad = [name for name, parameter in spark.named_parameters()
@@ -229,7 +231,7 @@ def export_loads_strict(spark, build) -> str:
     with tempfile.TemporaryDirectory() as folder:
         path = osp.join(folder, 'spark.pth')
         save_torch_atomically({'state_dict': spark.state_dict()}, path)
-        weights = backbone_state_dict(path)
+        weights = backbone_weights(path, BACKBONE_PREFIX)
     build().load_state_dict(weights, strict=True)
     return f'yes ({len(weights)} tensors)'
 
@@ -299,8 +301,9 @@ def parse_args(argv=None):
                         help='input size in pixels, a multiple of 32 (default 128)')
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--channels-last', action='store_true',
-                        help='the training step in channels_last, as the '
-                        'pretraining configs (torch 2.14.1 on CPU aborts in '
+                        help='the training step with the fast path in '
+                        'channels_last, as the pretraining configs (torch '
+                        '2.14.1 on CPU aborts in '
                         "the backward of timm's RepVGG in channels_last, "
                         'dense or sparse)')
     parser.add_argument('--out', help='also write the table to this Markdown file')

@@ -8,7 +8,7 @@ with one group is LayerNorm over channels and space (timm's ``GroupNorm1``).
 import torch
 import torch.nn as nn
 
-from .bn_statistics import has_post_norm, memory_format, post_norm
+from .bn_statistics import has_post_norm, post_norm
 from .remask import SparseMixin
 
 
@@ -33,6 +33,13 @@ def masked_group_norm(x, mask, num_groups, weight=None, bias=None, eps=1e-5):
         out = out + bias.view(1, -1, 1, 1)
     out = (out * mask).contiguous(memory_format=memory_format(x))
     return out, mean.reshape(batch, num_groups), var.reshape(batch, num_groups)
+
+
+def memory_format(x):
+    """The layout of a 4-d ``x``: channels_last or contiguous (NCHW)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _check_4d(module, x):
