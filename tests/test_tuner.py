@@ -152,6 +152,7 @@ def tiny_spark(tuner):
         fast_path=dict(type='SparKFastPath', tuner=tuner))).train()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('slow', ['rows', 'maps'])
 def test_model_takes_what_the_timer_measured(slow, monkeypatch):
     """Each ResNet stage runs on rows or maps as the (fake) timing says, and
@@ -194,6 +195,7 @@ def _broadcast_worker(rank, folder):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_rank_zero_decides_for_every_rank(tmp_path):
     mp.start_processes(_broadcast_worker, args=(str(tmp_path),), nprocs=2,
@@ -226,6 +228,7 @@ def _sync_bn_worker(rank, folder):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_ranks_measure_together_through_sync_bn(tmp_path):
     """SyncBN layers inside the timed candidates need every rank: all ranks
