@@ -27,6 +27,8 @@ from spark_mm.checkpoint.loading import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
 from spark_mm.datasets import check_data_roots  # noqa: E402
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
+from spark_mm.engine.preemption import (  # noqa: E402
+    REQUEUE_EXIT_STATUS, TrainingPreempted)
 from spark_mm.errors import one_line_message  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
     enable_amp, finish_distributed, load_tool_config, parse_tool_args,
@@ -69,7 +71,10 @@ def build_config(args) -> Config:
         enable_amp(cfg)
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
+    if args.resume == 'auto' and find_latest_checkpoint(cfg.work_dir) is None:
+        print_log(f'--resume: nothing to resume in {cfg.work_dir} (no '
+                  'checkpoint yet); starting fresh', logger='current')
+    elif args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
@@ -96,7 +101,13 @@ def train(cfg):
     else:
         runner = Runner.from_cfg(cfg)
     check_checkpoint_to_load(runner)
-    runner.train()
+    try:
+        runner.train()
+    except TrainingPreempted as preempted:
+        finish_distributed()
+        if runner.rank == 0:
+            print(f'preempted: {preempted}', file=sys.stderr)
+        sys.exit(REQUEUE_EXIT_STATUS)
     last = osp.join(runner.work_dir, 'last_checkpoint')
     if runner.rank == 0 and osp.isfile(last):
         with open(last) as f:

@@ -84,7 +84,8 @@ auto_scale_lr = dict(enable=True, base_batch_size=16)
 # --cfg-options custom_hooks.0.num_iters=N).
 custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=200),
                 dict(type='spark_mm.NanGuardHook'),
-                dict(type='spark_mm.StepSeedHook')]
+                dict(type='spark_mm.StepSeedHook'),
+                dict(type='spark_mm.PreemptionHook')]
 
 default_hooks = dict(
     logger=dict(interval=50),

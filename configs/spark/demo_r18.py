@@ -44,4 +44,5 @@ custom_hooks = [
     dict(type='ExportBackboneHook'),
     dict(type='ReconstructionVisualizationHook', interval=64, num_images=4),
     dict(type='NanGuardHook'), dict(type='StepSeedHook'),
+    dict(type='PreemptionHook'),
 ]

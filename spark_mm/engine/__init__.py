@@ -8,6 +8,7 @@ from .layer_decay import (ResNetClsLayerDecayOptimWrapperConstructor,
                           ResNetLayerDecayOptimWrapperConstructor)
 from .nan_guard import NanGuardHook
 from .optim_wrappers import AutocastOptimWrapper
+from .preemption import PreemptionHook
 from .schedulers import (SparKCosineWeightDecay, SparKWarmupCosineLR,
                          spark_param_scheduler)
 from .step_seed import StepSeedHook
@@ -17,6 +18,6 @@ __all__ = ['AtomicCheckpointHook', 'CPUSyncBatchNorm',
            'convert_sync_batchnorm_for_cpu', 'CPUDistributedDataParallel',
            'ExportBackboneHook', 'ResNetClsLayerDecayOptimWrapperConstructor',
            'ResNetLayerDecayOptimWrapperConstructor', 'NanGuardHook',
-           'AutocastOptimWrapper', 'SparKCosineWeightDecay',
+           'AutocastOptimWrapper', 'PreemptionHook', 'SparKCosineWeightDecay',
            'SparKWarmupCosineLR', 'spark_param_scheduler', 'StepSeedHook',
            'ReconstructionVisualizationHook']
