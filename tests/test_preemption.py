@@ -107,11 +107,13 @@ def preempted_then_resumed(base, config, ranks, at, signal_rank, signal,
     """An uninterrupted run beside one signalled during iteration ``at``
     (0-based) on rank ``signal_rank``, then ``--resume``d."""
     signalled = os.path.join(base, 'signalled.py')
+    stated = Config.fromfile(config).to_dict()
+    imports = stated.get('custom_imports', {}).get('imports', ['spark_mm'])
     with open(signalled, 'w') as file:
         file.write(SIGNALLED.format(
             base=config, at=at, rank=signal_rank, signal=signal,
-            imports=['spark_mm', '_signal_hooks'],
-            hooks=Config.fromfile(config).to_dict()['custom_hooks']))
+            imports=list(imports) + ['_signal_hooks'],
+            hooks=stated['custom_hooks']))
     straight, preempted = str(base / 'straight'), str(base / 'preempted')
     uninterrupted = subprocess.Popen(
         _launch(config, straight, ranks, options), cwd=ROOT, env=_env(),
@@ -119,7 +121,9 @@ def preempted_then_resumed(base, config, ranks, at, signal_rank, signal,
     stopped = subprocess.run(_launch(signalled, preempted, ranks, options),
                              cwd=ROOT, env=_env(), capture_output=True,
                              text=True, timeout=600)
-    with open(os.path.join(preempted, 'last_checkpoint')) as file:
+    pointer_file = os.path.join(preempted, 'last_checkpoint')
+    assert os.path.isfile(pointer_file), (stopped.stdout + stopped.stderr)[-3000:]
+    with open(pointer_file) as file:
         pointer = file.read().strip()
     resumed = subprocess.run(
         _launch(signalled, preempted, ranks, options, '--resume'), cwd=ROOT,

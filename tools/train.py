@@ -12,6 +12,7 @@ before it is saved, each step is seeded from (seed, rank, step) so that
 bad input (config, data, checkpoint) ends with one line instead of a traceback.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -26,9 +27,12 @@ import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.checkpoint.loading import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
 from spark_mm.datasets import check_data_roots  # noqa: E402
+from spark_mm.datasets.loader_settings import (  # noqa: E402
+    check_batch_fits_dataset, drop_persistent_workers_without_workers)
 from spark_mm.engine.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.engine.preemption import (  # noqa: E402
     REQUEUE_EXIT_STATUS, TrainingPreempted)
+from spark_mm.engine.work_dir import claim_work_dir  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
     enable_amp, finish_distributed, load_tool_config, parse_tool_args,
@@ -65,6 +69,7 @@ def amp_wrapper_to_fp32_on_cpu(cfg: Config) -> None:
 
 def build_config(args) -> Config:
     cfg = load_tool_config(args)
+    drop_persistent_workers_without_workers(cfg)
     if not torch.cuda.is_available():
         amp_wrapper_to_fp32_on_cpu(cfg)
     if args.amp:
@@ -92,8 +97,16 @@ def check_checkpoint_to_load(runner):
     check_checkpoint_matches(model, path, strict=bool(runner.cfg.get('resume')))
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (before any process group)."""
+    return int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
+
+
 def train(cfg):
     check_data_roots(cfg)
+    # held until the process ends: a second run on this work dir is refused
+    work_dir_lock = claim_work_dir(cfg.work_dir) if launched_rank() == 0 \
+        else None
     start_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
@@ -101,6 +114,9 @@ def train(cfg):
     else:
         runner = Runner.from_cfg(cfg)
     check_checkpoint_to_load(runner)
+    if runner.train_loop is not None:
+        check_batch_fits_dataset(runner.train_loop.dataloader,
+                                 runner.world_size)
     try:
         runner.train()
     except TrainingPreempted as preempted:
@@ -113,6 +129,8 @@ def train(cfg):
         with open(last) as f:
             print(f'checkpoint: {f.read().strip()}')
     finish_distributed()
+    if work_dir_lock is not None:
+        work_dir_lock.close()
 
 
 def main():
