@@ -229,3 +229,82 @@ def test_mask_rcnn_demo_preempted_resumes_bit_exactly(tmp_path, tiny_mask_rcnn,
     assert f'Advance dataloader {at + 1} steps' in (
         runs['resumed'].stdout + runs['resumed'].stderr)
     assert_same_run(runs, f'iter_{DETECTION_ITERS}.pth', at)
+
+
+# ---- item 3: per-sample seeds, whatever the workers ----------------------
+def _demo_loader(data_root, workers, persistent):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(DEMO_CONFIG)
+    loader = cfg.train_dataloader
+    loader.update(batch_size=4, num_workers=workers,
+                  persistent_workers=persistent)
+    loader.dataset.update(data_root=data_root, num_images=SPARK_IMAGES)
+    loader.dataset.pipeline[1].scale = 64
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return Runner.build_dataloader(loader, seed=0)
+
+
+@pytest.mark.parametrize('workers, persistent', [(2, False), (2, True)])
+def test_each_sample_gets_the_same_augmentation_whatever_the_workers(
+        demo_data, workers, persistent):  # noqa: F811
+    """Two epochs of the demo's random crops and flips: with 0 workers and
+    with 2 (persistent or not), every image of every epoch is the same
+    tensor; and the epochs differ (the pass is part of the seed)."""
+    from spark_mm.engine.sample_seed import seed_each_sample
+
+    def epochs(loader):
+        loader = seed_each_sample(loader, seed=5)
+        images = []
+        for epoch in range(2):
+            loader.batch_sampler.sampler.set_epoch(epoch)
+            images.append({sample.img_path: inputs for batch in loader
+                           for inputs, sample in zip(batch['inputs'],
+                                                     batch['data_samples'])})
+        return images
+
+    reference = epochs(_demo_loader(demo_data, 0, False))
+    got = epochs(_demo_loader(demo_data, workers, persistent))
+    for expected, found in zip(reference, got):
+        assert expected.keys() == found.keys()
+        for path, image in expected.items():
+            assert torch.equal(found[path], image), path
+    assert any(not torch.equal(reference[0][path], reference[1][path])
+               for path in reference[0])
+
+
+@pytest.mark.slow
+def test_preempted_with_two_workers_resumes_to_the_run_without_workers(
+        tmp_path, demo_data):  # noqa: F811
+    """Item 3: the uninterrupted run loads in the main process; the
+    preempted one, and its resume, with 2 persistent workers. Same weights,
+    optimizer and losses."""
+    iters_per_epoch = SPARK_IMAGES // 4
+    at = random.randrange(SPARK_EPOCHS * iters_per_epoch - 1)
+    options = _spark_options(demo_data, 4)
+    with_workers = options + ['train_dataloader.num_workers=2',
+                              'train_dataloader.persistent_workers=True']
+    signalled = os.path.join(tmp_path, 'signalled.py')
+    stated = Config.fromfile(DEMO_CONFIG).to_dict()
+    with open(signalled, 'w') as file:
+        file.write(SIGNALLED.format(
+            base=DEMO_CONFIG, at=at, rank=0, signal='SIGTERM',
+            imports=stated['custom_imports']['imports'] + ['_signal_hooks'],
+            hooks=stated['custom_hooks']))
+    straight, preempted = str(tmp_path / 'straight'), str(tmp_path / 'preempted')
+    uninterrupted = subprocess.Popen(
+        _launch(DEMO_CONFIG, straight, 1, options), cwd=ROOT, env=_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stopped = subprocess.run(_launch(signalled, preempted, 1, with_workers),
+                             cwd=ROOT, env=_env(), capture_output=True,
+                             text=True, timeout=600)
+    assert stopped.returncode == REQUEUE_EXIT_STATUS, stopped.stderr[-3000:]
+    resumed = subprocess.run(
+        _launch(signalled, preempted, 1, with_workers, '--resume'), cwd=ROOT,
+        env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert uninterrupted.wait(timeout=600) == 0, \
+        uninterrupted.stderr.read()[-3000:]
+    assert_same_run(dict(straight=straight, preempted=preempted),
+                    f'epoch_{SPARK_EPOCHS}.pth', at)

@@ -10,8 +10,12 @@ before it is saved, each step is seeded from (seed, rank, step) so that
 ``--resume`` continues bit-exactly, mmengine checkpoints load with torch's
 ``weights_only=True``, ``--launcher pytorch``/``slurm`` work on CPU (gloo), and
 bad input (config, data, checkpoint) ends with one line instead of a traceback.
+Cluster life (docs/cluster.md): SIGTERM/SIGUSR1 (PreemptionHook) save the
+current iteration and exit 75 for a requeue; ``--resume`` on an empty work dir
+starts fresh; the work dir is locked against a second run.
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -104,9 +108,14 @@ def launched_rank() -> int:
 
 def train(cfg):
     check_data_roots(cfg)
-    # held until the process ends: a second run on this work dir is refused
-    work_dir_lock = claim_work_dir(cfg.work_dir) if launched_rank() == 0 \
-        else None
+    # held while the run lasts (closed on any exit): a second run is refused
+    claimed = claim_work_dir(cfg.work_dir) if launched_rank() == 0 \
+        else contextlib.nullcontext()
+    with claimed:
+        run_training(cfg)
+
+
+def run_training(cfg):
     start_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
@@ -129,8 +138,6 @@ def train(cfg):
         with open(last) as f:
             print(f'checkpoint: {f.read().strip()}')
     finish_distributed()
-    if work_dir_lock is not None:
-        work_dir_lock.close()
 
 
 def main():

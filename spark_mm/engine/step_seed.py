@@ -19,6 +19,11 @@ skip replays their draws anyway.) An epoch-based loop resumed mid-epoch
 (after a preemption, :mod:`.preemption`) skips batches the same way, so its
 loader is re-seeded before each batch too, from the iteration that batch will
 train: (seed, rank, iteration).
+
+The data pipeline itself (in the workers, if any) is seeded per sample from
+(seed, pass over the data, sample index), see :mod:`.sample_seed`: the same
+image gets the same crop and flip whatever the worker count, persistent or
+not, and whether the run was interrupted or not.
 """
 import random
 
@@ -26,8 +31,10 @@ import numpy as np
 import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
+from torch.utils.data import DataLoader
 
 from ..registry import HOOKS
+from .sample_seed import seed_each_sample
 
 _EPOCH, _ITER, _BATCH = 0, 1, 2
 
@@ -92,6 +99,11 @@ class StepSeedHook(Hook):
 
     def before_train(self, runner):
         loop = runner.train_loop
+        if isinstance(loop.dataloader, DataLoader):
+            loop.dataloader = seed_each_sample(loop.dataloader, runner.seed)
+            if hasattr(loop, 'dataloader_iterator'):  # an iteration loop's
+                loop.dataloader_iterator = type(loop.dataloader_iterator)(
+                    loop.dataloader)
         batches = getattr(loop, 'dataloader_iterator', None)
         if batches is not None and not isinstance(batches, _SeededBatches):
             loop.dataloader_iterator = _SeededBatches(batches, runner.seed,
