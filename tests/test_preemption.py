@@ -103,9 +103,16 @@ def _logged(work_dir):
 
 
 def preempted_then_resumed(base, config, ranks, at, signal_rank, signal,
-                           options=()):
+                           options=(), workers=0):
     """An uninterrupted run beside one signalled during iteration ``at``
-    (0-based) on rank ``signal_rank``, then ``--resume``d."""
+    (0-based) on rank ``signal_rank``, then ``--resume``d. The uninterrupted
+    run loads data in the main process; the other with ``workers``
+    (persistent) data workers."""
+    straight_options = list(options)
+    if workers:
+        options = (list(options) or ['--cfg-options']) + [
+            f'train_dataloader.num_workers={workers}',
+            'train_dataloader.persistent_workers=True']
     signalled = os.path.join(base, 'signalled.py')
     stated = Config.fromfile(config).to_dict()
     imports = stated.get('custom_imports', {}).get('imports', ['spark_mm'])
@@ -116,8 +123,9 @@ def preempted_then_resumed(base, config, ranks, at, signal_rank, signal,
             hooks=stated['custom_hooks']))
     straight, preempted = str(base / 'straight'), str(base / 'preempted')
     uninterrupted = subprocess.Popen(
-        _launch(config, straight, ranks, options), cwd=ROOT, env=_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _launch(config, straight, ranks, straight_options), cwd=ROOT,
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
     stopped = subprocess.run(_launch(signalled, preempted, ranks, options),
                              cwd=ROOT, env=_env(), capture_output=True,
                              text=True, timeout=600)
@@ -275,36 +283,24 @@ def test_each_sample_gets_the_same_augmentation_whatever_the_workers(
 
 
 @pytest.mark.slow
-def test_preempted_with_two_workers_resumes_to_the_run_without_workers(
+def test_spark_preempted_with_two_workers_resumes_to_the_run_without_workers(
         tmp_path, demo_data):  # noqa: F811
-    """Item 3: the uninterrupted run loads in the main process; the
-    preempted one, and its resume, with 2 persistent workers. Same weights,
-    optimizer and losses."""
-    iters_per_epoch = SPARK_IMAGES // 4
-    at = random.randrange(SPARK_EPOCHS * iters_per_epoch - 1)
-    options = _spark_options(demo_data, 4)
-    with_workers = options + ['train_dataloader.num_workers=2',
-                              'train_dataloader.persistent_workers=True']
-    signalled = os.path.join(tmp_path, 'signalled.py')
-    stated = Config.fromfile(DEMO_CONFIG).to_dict()
-    with open(signalled, 'w') as file:
-        file.write(SIGNALLED.format(
-            base=DEMO_CONFIG, at=at, rank=0, signal='SIGTERM',
-            imports=stated['custom_imports']['imports'] + ['_signal_hooks'],
-            hooks=stated['custom_hooks']))
-    straight, preempted = str(tmp_path / 'straight'), str(tmp_path / 'preempted')
-    uninterrupted = subprocess.Popen(
-        _launch(DEMO_CONFIG, straight, 1, options), cwd=ROOT, env=_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stopped = subprocess.run(_launch(signalled, preempted, 1, with_workers),
-                             cwd=ROOT, env=_env(), capture_output=True,
-                             text=True, timeout=600)
-    assert stopped.returncode == REQUEUE_EXIT_STATUS, stopped.stderr[-3000:]
-    resumed = subprocess.run(
-        _launch(signalled, preempted, 1, with_workers, '--resume'), cwd=ROOT,
-        env=_env(), capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert uninterrupted.wait(timeout=600) == 0, \
-        uninterrupted.stderr.read()[-3000:]
-    assert_same_run(dict(straight=straight, preempted=preempted),
-                    f'epoch_{SPARK_EPOCHS}.pth', at)
+    """The uninterrupted run loads in the main process; the preempted one,
+    and its resume, with 2 persistent workers: same weights, optimizer,
+    schedulers and losses (epoch-based loop)."""
+    at = random.randrange(SPARK_EPOCHS * SPARK_IMAGES // 4 - 1)
+    runs = preempted_then_resumed(tmp_path, DEMO_CONFIG, 1, at, 0, 'SIGTERM',
+                                  _spark_options(demo_data, 4), workers=2)
+    assert_stopped_at(runs, at, 1)
+    assert_same_run(runs, f'epoch_{SPARK_EPOCHS}.pth', at)
+
+
+@pytest.mark.slow
+def test_mask_rcnn_preempted_with_two_workers_resumes_to_the_run_without_workers(
+        tmp_path, tiny_mask_rcnn):
+    """As above for the iteration-based loop (InfiniteSampler)."""
+    at = random.randrange(DETECTION_ITERS - 1)
+    runs = preempted_then_resumed(tmp_path, tiny_mask_rcnn, 1, at, 0,
+                                  'SIGTERM', workers=2)
+    assert_stopped_at(runs, at, 1)
+    assert_same_run(runs, f'iter_{DETECTION_ITERS}.pth', at)
