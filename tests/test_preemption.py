@@ -229,7 +229,9 @@ def tiny_mask_rcnn(tmp_path_factory):
 @pytest.mark.parametrize('ranks', [1, pytest.param(2, marks=pytest.mark.dist)])
 def test_mask_rcnn_demo_preempted_resumes_bit_exactly(tmp_path, tiny_mask_rcnn,
                                                       ranks):
-    at = random.randrange(DETECTION_ITERS - 1)
+    # 1 rank: an iteration validation (with precise BN) follows, so the run
+    # stops after the validation; 2 ranks: any iteration
+    at = random.choice([2, 5] if ranks == 1 else range(DETECTION_ITERS - 1))
     runs = preempted_then_resumed(tmp_path, tiny_mask_rcnn, ranks, at,
                                   ranks - 1, 'SIGTERM')
     saved = assert_stopped_at(runs, at, ranks)
@@ -293,14 +295,3 @@ def test_spark_preempted_with_two_workers_resumes_to_the_run_without_workers(
                                   _spark_options(demo_data, 4), workers=2)
     assert_stopped_at(runs, at, 1)
     assert_same_run(runs, f'epoch_{SPARK_EPOCHS}.pth', at)
-
-
-@pytest.mark.slow
-def test_mask_rcnn_preempted_with_two_workers_resumes_to_the_run_without_workers(
-        tmp_path, tiny_mask_rcnn):
-    """As above for the iteration-based loop (InfiniteSampler)."""
-    at = random.randrange(DETECTION_ITERS - 1)
-    runs = preempted_then_resumed(tmp_path, tiny_mask_rcnn, 1, at, 0,
-                                  'SIGTERM', workers=2)
-    assert_stopped_at(runs, at, 1)
-    assert_same_run(runs, f'iter_{DETECTION_ITERS}.pth', at)

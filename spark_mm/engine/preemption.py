@@ -23,7 +23,7 @@ import threading
 import torch
 from mmengine.dist import all_reduce, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.runner import EpochBasedTrainLoop
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 from ..checkpoint.saving import flush_to_disk, write_text_atomically
 from ..errors import SparKInputError
@@ -77,7 +77,10 @@ class PreemptionHook(Hook):
     """On ``signals`` (names), finish the iteration, save it and stop.
 
     Runs last after each iteration, so the checkpoint holds the parameter
-    schedulers' step of that iteration, as a regular checkpoint would. The
+    schedulers' step of that iteration, as a regular checkpoint would. When
+    an iteration-based loop validates after that iteration, the run stops
+    after the validation (which may change the model: precise BN), before
+    the next iteration. The
     checkpoint is ``preempted_iter_<N>.pth`` in the checkpoint hook's folder;
     ``last_checkpoint`` points at it, and an earlier preemption's file is
     removed.
@@ -95,6 +98,7 @@ class PreemptionHook(Hook):
                 "as 'SIGTERM' or 'SIGUSR1'")
         self.signals = [getattr(signal, name) for name in signals]
         self._received = 0
+        self._pending = 0  # agreed, waiting for this iteration's validation
         self._previous_handlers = {}
         self._resume_at = None  # (iteration, batches done in its epoch)
         self._epoch_start_iter = 0
@@ -149,12 +153,34 @@ class PreemptionHook(Hook):
                          outputs=None) -> None:
         flag = torch.tensor([float(self._received)])
         all_reduce(flag, op='max')
-        if flag.item() == 0:
+        if flag.item() == 0 or self._pending:
             return
         self._restore_handlers()
-        checkpoint = self._save(runner)
-        raise TrainingPreempted(signal.Signals(int(flag.item())).name,
-                                runner.iter + 1, checkpoint)
+        if self._validates_now(runner):
+            # validation may change the model (precise BN): stop after it
+            self._pending = int(flag.item())
+            return
+        self._stop(runner, int(flag.item()), runner.iter + 1)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if self._pending:
+            self._stop(runner, self._pending, runner.iter)
+
+    @staticmethod
+    def _validates_now(runner) -> bool:
+        """Whether an iteration-based loop validates after this iteration
+        (mmengine's own condition; epoch loops validate after the epoch)."""
+        loop = runner.train_loop
+        if runner.val_loop is None or not isinstance(loop, IterBasedTrainLoop):
+            return False
+        done = runner.iter + 1
+        return done >= loop.val_begin and (done % loop.val_interval == 0
+                                           or done == loop.max_iters)
+
+    def _stop(self, runner, signum: int, done: int) -> None:
+        """Save the state after ``done`` iterations and end the run."""
+        checkpoint = self._save(runner, done)
+        raise TrainingPreempted(signal.Signals(signum).name, done, checkpoint)
 
     def _checkpoint_folder(self, runner) -> str:
         for hook in runner.hooks:
@@ -163,14 +189,14 @@ class PreemptionHook(Hook):
                 return hook.out_dir
         return runner.work_dir
 
-    def _save(self, runner) -> str:
-        meta = {}
+    def _save(self, runner, done: int) -> str:
+        # the running epoch (not the next, as by_epoch=True would say)
+        meta = dict(epoch=runner.epoch, iter=done)
         if isinstance(runner.train_loop, EpochBasedTrainLoop):
-            meta[BATCHES_DONE_KEY] = runner.iter + 1 - self._epoch_start_iter
+            meta[BATCHES_DONE_KEY] = done - self._epoch_start_iter
         folder = self._checkpoint_folder(runner)
-        filename = f'{PREEMPTED_PREFIX}{runner.iter + 1}.pth'
+        filename = f'{PREEMPTED_PREFIX}{done}.pth'
         path = osp.join(folder, filename)
-        # by_epoch=False: the meta's epoch is the running one, not the next
         runner.save_checkpoint(folder, partial_name(filename), meta=meta,
                                by_epoch=False)
         if is_main_process():

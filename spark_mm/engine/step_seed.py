@@ -20,10 +20,10 @@ skip replays their draws anyway.) An epoch-based loop resumed mid-epoch
 loader is re-seeded before each batch too, from the iteration that batch will
 train: (seed, rank, iteration).
 
-The data pipeline itself (in the workers, if any) is seeded per sample from
-(seed, pass over the data, sample index), see :mod:`.sample_seed`: the same
-image gets the same crop and flip whatever the worker count, persistent or
-not, and whether the run was interrupted or not.
+In an epoch-based loop the data pipeline itself (in the workers, if any) is
+seeded per sample from (seed, epoch, sample index), see :mod:`.sample_seed`:
+the same image gets the same crop and flip whatever the worker count,
+persistent or not, and whether the run was interrupted or not.
 """
 import random
 
@@ -99,18 +99,17 @@ class StepSeedHook(Hook):
 
     def before_train(self, runner):
         loop = runner.train_loop
-        if isinstance(loop.dataloader, DataLoader):
-            loop.dataloader = seed_each_sample(loop.dataloader, runner.seed)
-            if hasattr(loop, 'dataloader_iterator'):  # an iteration loop's
-                loop.dataloader_iterator = type(loop.dataloader_iterator)(
-                    loop.dataloader)
         batches = getattr(loop, 'dataloader_iterator', None)
-        if batches is not None and not isinstance(batches, _SeededBatches):
-            loop.dataloader_iterator = _SeededBatches(batches, runner.seed,
-                                                      get_rank())
-        elif batches is None and not isinstance(loop.dataloader,
-                                                _SeededEpochLoader):
-            loop.dataloader = _SeededEpochLoader(loop.dataloader, runner.seed,
+        if batches is not None:  # an iteration loop: one iterator, whose
+            # workers replay the same draws when a resume skips batches
+            if not isinstance(batches, _SeededBatches):
+                loop.dataloader_iterator = _SeededBatches(
+                    batches, runner.seed, get_rank())
+        elif not isinstance(loop.dataloader, _SeededEpochLoader):
+            loader = loop.dataloader
+            if isinstance(loader, DataLoader):
+                loader = seed_each_sample(loader, runner.seed)
+            loop.dataloader = _SeededEpochLoader(loader, runner.seed,
                                                  get_rank(), loop)
 
     def before_train_epoch(self, runner):
