@@ -236,6 +236,13 @@ def test_mask_rcnn_demo_preempted_resumes_bit_exactly(tmp_path, tiny_mask_rcnn,
                                   ranks - 1, 'SIGTERM')
     saved = assert_stopped_at(runs, at, ranks)
     assert saved['meta']['iter'] == at + 1
+    if ranks == 1:  # the validation after the signalled iteration ran first
+        stopped_run = sorted(glob.glob(
+            f"{runs['preempted']}/*/vis_data/scalars.json"))[0]
+        with open(stopped_run) as file:
+            validated = [json.loads(line)['step'] for line in file
+                         if 'coco/bbox_mAP' in line]
+        assert validated and validated[-1] == at + 1, validated
     assert f'Advance dataloader {at + 1} steps' in (
         runs['resumed'].stdout + runs['resumed'].stderr)
     assert_same_run(runs, f'iter_{DETECTION_ITERS}.pth', at)
