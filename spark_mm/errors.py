@@ -5,7 +5,12 @@ Every check of a user's config, sizes, ratios, data or checkpoint raises a
 tools print such an error as one line and exit; anything else is a bug and
 keeps its traceback (:func:`one_line_message`).
 """
+import re
 from typing import Optional
+
+# mmengine's registry, for a type nobody registered (a KeyError, re-raised
+# with "class `Outer` in path.py: " in front by each enclosing build)
+_UNREGISTERED = re.compile(r'([\w.]+) is not in the ([\w:.]+) registry')
 
 
 class SparKInputError(ValueError):
@@ -31,9 +36,17 @@ class DataNotFoundError(SparKInputError, FileNotFoundError):
 def one_line_message(error: BaseException) -> Optional[str]:
     """``error`` as one line if it is the user's input, else None (a bug).
 
-    The user's input: :class:`SparKInputError`, and ``FileNotFoundError``
-    (a path the user gave that the operating system cannot open).
+    The user's input: :class:`SparKInputError`, ``FileNotFoundError``
+    (a path the user gave that the operating system cannot open), and the
+    ``KeyError`` of mmengine's registry for a type the config names but
+    nothing registered.
     """
     if isinstance(error, (SparKInputError, FileNotFoundError)):
         return ' '.join(str(error).split())
+    unregistered = _UNREGISTERED.search(str(error))
+    if isinstance(error, KeyError) and unregistered:
+        name, registry = unregistered.groups()
+        return (f'unknown type {name!r} in the config (not in the {registry} '
+                'registry): check its spelling, or add the package that '
+                "registers it to custom_imports = dict(imports=[...])")
     return None

@@ -3,8 +3,9 @@
 tools/train.py adds no hooks of its own: what a config file says is what runs.
 Each runnable config under configs/ (not the _base_ fragments) must resolve, in
 its own default scope and through the real registries, its checkpoint hook to
-spark_mm's AtomicCheckpointHook and hold NanGuardHook and StepSeedHook once
-each. The expected classes come from spark_mm's registry, not from names.
+spark_mm's AtomicCheckpointHook and hold NanGuardHook, StepSeedHook and
+PreemptionHook once each. The expected classes come from spark_mm's
+registry, not from names.
 """
 import ast
 import glob
@@ -56,7 +57,8 @@ def test_config_states_the_safety_hooks(relpath):
     assert not cfg.get('auto_scale_lr', {}).get('enable', False)
     scope = cfg.get('default_scope')
     atomic = HOOKS.get('AtomicCheckpointHook')
-    guards = [HOOKS.get('NanGuardHook'), HOOKS.get('StepSeedHook')]
+    guards = [HOOKS.get('NanGuardHook'), HOOKS.get('StepSeedHook'),
+              HOOKS.get('PreemptionHook')]
     assert atomic is not None and None not in guards
 
     checkpoint = cfg.get('default_hooks', {}).get('checkpoint')

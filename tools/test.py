@@ -18,6 +18,7 @@ from mmengine.runner import Runner
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.checkpoint.loading import allow_mmengine_checkpoints  # noqa: E402
+from spark_mm.checkpoint.model_fit import require_checkpoint_fits  # noqa: E402
 from tools.common.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from spark_mm.errors import one_line_message  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
@@ -34,6 +35,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--out', help='dump predictions to a pickle file (.pkl/.pickle)')
     add_test_options(parser)
+    parser.add_argument(
+        '--allow-partial-checkpoint', action='store_true',
+        help='evaluate even if the checkpoint lacks weights of the model '
+        '(they keep their initial, random values)')
     args = parse_tool_args(parser, argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out must end with .pkl or .pickle, got {args.out!r}')
@@ -72,6 +77,11 @@ def run_test(args):
     require_mmcv_cuda_ops(cfg)  # CPU-only mmcv ops on a GPU: one line, exit 1
     start_cpu_distributed(cfg)  # dist_test.sh without a GPU: gloo
     runner = Runner.from_cfg(cfg)
+    if not args.allow_partial_checkpoint:
+        model = getattr(runner.model, 'module', runner.model)
+        require_checkpoint_fits(model, args.checkpoint, fix=(
+            'pass the checkpoint trained with this config, or add '
+            '--allow-partial-checkpoint to evaluate it anyway'))
     if args.out is not None:
         if cfg.get('default_scope') == 'mmdet':
             from mmdet.evaluation import DumpDetResults as DumpResults

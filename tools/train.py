@@ -10,8 +10,13 @@ before it is saved, each step is seeded from (seed, rank, step) so that
 ``--resume`` continues bit-exactly, mmengine checkpoints load with torch's
 ``weights_only=True``, ``--launcher pytorch``/``slurm`` work on CPU (gloo), and
 bad input (config, data, checkpoint) ends with one line instead of a traceback.
+Cluster life (docs/cluster.md): SIGTERM/SIGUSR1 (PreemptionHook) save the
+current iteration and exit 75 for a requeue; ``--resume`` on an empty work dir
+starts fresh; the work dir is locked against a second run.
 """
 import argparse
+import contextlib
+import os
 import os.path as osp
 import sys
 
@@ -26,6 +31,11 @@ import spark_mm  # noqa: E402,F401  (registers our components)
 from spark_mm.checkpoint.loading import (  # noqa: E402
     allow_mmengine_checkpoints, check_checkpoint_matches)
 from spark_mm.datasets import check_data_roots  # noqa: E402
+from spark_mm.datasets.loader_settings import (  # noqa: E402
+    check_batch_fits_dataset, drop_persistent_workers_without_workers)
+from spark_mm.engine.preemption import (  # noqa: E402
+    REQUEUE_EXIT_STATUS, TrainingPreempted)
+from spark_mm.engine.work_dir import claim_work_dir  # noqa: E402
 from spark_mm.errors import SparKInputError, one_line_message  # noqa: E402
 from tools.common.backbone_files import check_backbone_files  # noqa: E402
 from tools.common.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
@@ -76,13 +86,17 @@ def enable_auto_scale_lr(cfg: Config, config_path: str) -> None:
 
 def build_config(args) -> Config:
     cfg = load_tool_config(args)
+    drop_persistent_workers_without_workers(cfg)
     if not torch.cuda.is_available():
         amp_wrapper_to_fp32_on_cpu(cfg)
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg, args.config)
-    if args.resume == 'auto':
+    if args.resume == 'auto' and find_latest_checkpoint(cfg.work_dir) is None:
+        print_log(f'--resume: nothing to resume in {cfg.work_dir} (no '
+                  'checkpoint yet); starting fresh', logger='current')
+    elif args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
@@ -100,9 +114,22 @@ def check_checkpoint_to_load(runner):
     check_checkpoint_matches(model, path, strict=bool(runner.cfg.get('resume')))
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (before any process group)."""
+    return int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
+
+
 def train(cfg):
     check_data_roots(cfg)
     check_backbone_files(cfg)  # missing: one line naming the command that writes it
+    # held while the run lasts (closed on any exit): a second run is refused
+    claimed = claim_work_dir(cfg.work_dir) if launched_rank() == 0 \
+        else contextlib.nullcontext()
+    with claimed:
+        run_training(cfg)
+
+
+def run_training(cfg):
     start_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
@@ -111,7 +138,16 @@ def train(cfg):
         runner = Runner.from_cfg(cfg)
     check_checkpoint_to_load(runner)
     quiet_param_logs(runner)  # parameter groups as one table, not ~90 lines
-    runner.train()
+    if runner.train_loop is not None:
+        check_batch_fits_dataset(runner.train_loop.dataloader,
+                                 runner.world_size)
+    try:
+        runner.train()
+    except TrainingPreempted as preempted:
+        finish_distributed()
+        if runner.rank == 0:
+            print(f'preempted: {preempted}', file=sys.stderr)
+        sys.exit(REQUEUE_EXIT_STATUS)
     last = osp.join(runner.work_dir, 'last_checkpoint')
     if runner.rank == 0 and osp.isfile(last):
         with open(last) as f:

@@ -50,6 +50,7 @@ auto_scale_lr = dict(base_batch_size=batch_size)
 # stops at once with one line saying what to set
 custom_hooks = [
     dict(type='NanGuardHook'), dict(type='StepSeedHook'),
+    dict(type='PreemptionHook'),
     dict(type='NumClassesCheckHook'),
     dict(type='EMAHook', momentum=1 - 0.9999, update_buffers=True,
          priority='ABOVE_NORMAL')]

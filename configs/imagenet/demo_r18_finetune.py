@@ -64,6 +64,7 @@ default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 custom_hooks = [
     dict(type='NanGuardHook'), dict(type='StepSeedHook'),
+    dict(type='PreemptionHook'),
     dict(type='NumClassesCheckHook'),
     dict(type='EMAHook', momentum=0.1, update_buffers=True,
          priority='ABOVE_NORMAL')]

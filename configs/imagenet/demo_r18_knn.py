@@ -24,4 +24,5 @@ custom_hooks = [
         sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
         dataset=dict(type='SparKDemoLabelledImages', root=data_root,
                      split='train', pipeline=demo_pipeline))),
-    dict(type='NanGuardHook'), dict(type='StepSeedHook')]  # as the base's
+    dict(type='NanGuardHook'), dict(type='StepSeedHook'),
+    dict(type='PreemptionHook')]  # as the base's

@@ -48,4 +48,5 @@ auto_scale_lr = dict(base_batch_size=16)
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 custom_hooks = [dict(type='NanGuardHook'), dict(type='StepSeedHook'),
+                dict(type='PreemptionHook'),
                 dict(type='NumClassesCheckHook')]

@@ -36,7 +36,8 @@ custom_hooks = [
         sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
         dataset=dict(type='ImageNet', data_root='data/imagenet', split='train',
                      pipeline=knn_pipeline))),
-    dict(type='NanGuardHook'), dict(type='StepSeedHook')]
+    dict(type='NanGuardHook'), dict(type='StepSeedHook'),
+    dict(type='PreemptionHook')]
 # nothing to train or validate
 train_dataloader = None
 train_cfg = None

@@ -78,7 +78,8 @@ optim_wrapper = dict(optimizer=dict(lr=2.5e-4 * batch_size / 16))
 auto_scale_lr = dict(enable=False, base_batch_size=batch_size)
 custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=50),
                 dict(type='spark_mm.NanGuardHook'),
-                dict(type='spark_mm.StepSeedHook')]
+                dict(type='spark_mm.StepSeedHook'),
+                dict(type='spark_mm.PreemptionHook')]
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=2000, max_keep_ckpts=1))

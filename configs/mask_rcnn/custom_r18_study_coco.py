@@ -64,7 +64,8 @@ param_scheduler = [
 optim_wrapper = dict(optimizer=dict(lr=6e-4))
 custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=12),
                 dict(type='spark_mm.NanGuardHook'),
-                dict(type='spark_mm.StepSeedHook')]
+                dict(type='spark_mm.StepSeedHook'),
+                dict(type='spark_mm.PreemptionHook')]
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=50, max_keep_ckpts=1))

@@ -86,7 +86,8 @@ optim_wrapper = dict(optimizer=dict(lr=1e-3))
 auto_scale_lr = dict(enable=False)
 custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=4),
                 dict(type='spark_mm.NanGuardHook'),
-                dict(type='spark_mm.StepSeedHook')]
+                dict(type='spark_mm.StepSeedHook'),
+                dict(type='spark_mm.PreemptionHook')]
 default_hooks = dict(
     logger=dict(interval=5),
     checkpoint=dict(interval=max_iters, max_keep_ckpts=1))

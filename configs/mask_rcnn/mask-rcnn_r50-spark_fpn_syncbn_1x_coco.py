@@ -85,7 +85,8 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)  # --auto-scale-lr
 # --cfg-options custom_hooks.0.num_iters=N).
 custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=200),
                 dict(type='spark_mm.NanGuardHook'),
-                dict(type='spark_mm.StepSeedHook')]
+                dict(type='spark_mm.StepSeedHook'),
+                dict(type='spark_mm.PreemptionHook')]
 
 default_hooks = dict(
     logger=dict(interval=50),

@@ -44,6 +44,7 @@ custom_hooks = [
     dict(type='ExportBackboneHook'),
     dict(type='ReconstructionVisualizationHook', interval=64, num_images=4),
     dict(type='NanGuardHook'), dict(type='StepSeedHook'),
+    dict(type='PreemptionHook'),
 ]
 
 # tools/train.py writes here unless --work-dir says otherwise; the export,

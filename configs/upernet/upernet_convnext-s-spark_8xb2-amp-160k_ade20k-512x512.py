@@ -26,4 +26,5 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 # The safety hooks every config states (configs/spark/_base_/spark_runtime.py)
 default_hooks = dict(checkpoint=dict(type='spark_mm.AtomicCheckpointHook'))
 custom_hooks = [dict(type='spark_mm.NanGuardHook'),
-                dict(type='spark_mm.StepSeedHook')]
+                dict(type='spark_mm.StepSeedHook'),
+                dict(type='spark_mm.PreemptionHook')]

@@ -18,6 +18,7 @@ The same module turns a missing, truncated or mismatching checkpoint into a
 """
 import os
 import pickle
+import warnings
 from typing import List, Mapping
 
 import numpy as np
@@ -26,6 +27,7 @@ from mmengine.logging import HistoryBuffer
 
 from ..errors import CheckpointError
 from .key_report import compare_keys
+from .unreadable import unreadable_message
 
 # Number dtypes only: an object array would smuggle arbitrary pickles.
 _NUMPY_DTYPE_NAMES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
@@ -82,19 +84,18 @@ def load_checkpoint_safely(path: str, mmap: bool = False) -> dict:
             'written by tools/train.py (e.g. work_dirs/<name>/epoch_N.pth)')
     allow_mmengine_checkpoints()
     try:
-        try:
-            return torch.load(path, map_location='cpu', weights_only=True,
-                              mmap=mmap)
-        except RuntimeError as error:  # legacy (non-zip) files cannot be mapped
-            if not (mmap and 'mmap' in str(error)):
-                raise
-            return torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():
+            # a raw pickle: torch warns about its protocol, then refuses it
+            warnings.filterwarnings('ignore', 'Detected pickle protocol')
+            try:
+                return torch.load(path, map_location='cpu', weights_only=True,
+                                  mmap=mmap)
+            except RuntimeError as error:  # legacy files cannot be mapped
+                if not (mmap and 'mmap' in str(error)):
+                    raise
+                return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:  # truncated, not a torch file, unsafe content
-        reason = str(error).strip().splitlines()[0] if str(error) else ''
-        raise CheckpointError(
-            f'checkpoint {path!r} cannot be read ({type(error).__name__}: '
-            f'{reason}); the file is truncated or not a PyTorch checkpoint: '
-            'use an earlier checkpoint or re-download it') from error
+        raise CheckpointError(unreadable_message(path, error)) from error
 
 
 def state_dict_of(checkpoint: Mapping) -> Mapping:

@@ -32,6 +32,7 @@ import torch
 
 from ..errors import CheckpointError
 from .architecture import RESNET_BLOCK
+from .finite import require_finite
 from .loading import load_checkpoint_safely
 from .names import CONVNEXT_OFFICIAL, CONVNEXT_TIMM
 from .prefixes import (BACKBONE_PREFIX, DATA_PARALLEL_PREFIX,
@@ -47,6 +48,9 @@ DESCRIPTIONS = {
     'mmpretrain-spark': "mmpretrain 1.2.0 SparK checkpoint (backbone.*)",
     'spark_mm': 'spark_mm checkpoint',
     'timm-convnext': 'timm ConvNeXt state dict',
+    'resnet-classifier': 'ResNet state dict with a classifier head '
+                         '(torchvision/timm names): not an official SparK '
+                         'release, which has no fc',
 }
 # keys under which checkpoints nest their weights, outermost first
 _WRAPPERS = ('state_dict', 'model', 'module', 'state')
@@ -127,7 +131,7 @@ def _naming(backbone: Mapping[str, torch.Tensor]) -> Optional[str]:
 
 
 def _guess_source(naming: str, prefix: str, others: List[str],
-                  aside: List[str]) -> str:
+                  aside: List[str], backbone_keys) -> str:
     if prefix.startswith(BACKBONE_PREFIX):
         if any(key.startswith(_MMPRETRAIN_SPARK) for key in others):
             return 'mmpretrain-spark'
@@ -138,6 +142,10 @@ def _guess_source(naming: str, prefix: str, others: List[str],
         return 'timm-convnext'
     if naming == 'convnext-mmpretrain' or 'meta' in aside:
         return 'spark_mm'  # a backbone.pth written by ExportBackboneHook
+    # the official encoder is built without a classifier; a bare state dict
+    # with one (torchvision's, timm's) is some other, supervised, ResNet
+    if not prefix and 'fc.weight' in backbone_keys:
+        return 'resnet-classifier'
     return 'official-resnet'
 
 
@@ -223,13 +231,14 @@ def read_backbone(checkpoint: Union[str, Mapping], source: str = 'auto',
             'of a ResNet or ConvNeXt; pass --prefix if the backbone is under '
             'another key')
     if source == 'auto':
-        source = _guess_source(naming, prefix, others, aside)
+        source = _guess_source(naming, prefix, others, aside, backbone)
     elif source not in SOURCES:
         raise CheckpointError(
             f'unknown --source {source!r}; choose from {", ".join(SOURCES)}')
     else:
         _check_declared(source, naming, prefix, path)
     canonical, classifier = canonical_weights(backbone, naming)
+    require_finite(canonical, path)
     dropped = OrderedDict()
     if aside:
         dropped['not weights'] = aside

@@ -2,6 +2,7 @@
 import os
 
 from ..errors import DataNotFoundError
+from .folder_walk import walk_each_folder_once
 from .image_folder import check_image_folder
 
 # mmpretrain CustomDataset's default extensions
@@ -22,7 +23,7 @@ def _datasets_in(cfg):
 
 def _holds_an_image(root: str) -> bool:
     """Whether any file under ``root`` has an image extension (stops at the first)."""
-    for _, _, files in os.walk(root, followlinks=True):
+    for _, _, files in walk_each_folder_once(root):
         if any(name.lower().endswith(IMG_EXTENSIONS) for name in files):
             return True
     return False

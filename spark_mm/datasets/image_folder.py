@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..errors import DataNotFoundError, SparKInputError
 from ..registry import DATASETS
+from .folder_walk import walk_each_folder_once
 
 FOLDER_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.pbm', '.bmp',
                      '.tif', '.tiff', '.webp')
@@ -45,13 +46,14 @@ class FolderScan:
 
 def list_image_files(root: str, extensions: Sequence[str] = FOLDER_EXTENSIONS
                      ) -> List[str]:
-    """Image files under ``root`` (recursive, symlinks followed, sorted).
+    """Image files under ``root`` (recursive, symlinks followed, each real
+    folder once, sorted).
 
     Hidden files and folders (``.thumbnails``, macOS ``._x.jpg``) are ignored.
     """
     extensions = tuple(ext.lower() for ext in extensions)
     found = []
-    for folder, subfolders, files in os.walk(root, followlinks=True):
+    for folder, subfolders, files in walk_each_folder_once(root):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith('.'))
         found.extend(os.path.join(folder, name) for name in sorted(files)
                      if not name.startswith('.') and name.lower().endswith(extensions))

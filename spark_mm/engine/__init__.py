@@ -7,6 +7,7 @@ from .export_hook import ExportBackboneHook
 from .layer_decay import ResNetLayerDecayOptimWrapperConstructor
 from .nan_guard import NanGuardHook
 from .optim_wrappers import AutocastOptimWrapper
+from .preemption import PreemptionHook
 from .schedulers import (SparKCosineWeightDecay, SparKWarmupCosineLR,
                          spark_param_scheduler)
 from .step_seed import StepSeedHook
@@ -15,6 +16,6 @@ from .visualization_hook import ReconstructionVisualizationHook
 __all__ = ['AtomicCheckpointHook', 'CPUSyncBatchNorm',
            'convert_sync_batchnorm_for_cpu', 'CPUDistributedDataParallel',
            'ExportBackboneHook', 'ResNetLayerDecayOptimWrapperConstructor', 'NanGuardHook',
-           'AutocastOptimWrapper', 'SparKCosineWeightDecay',
+           'AutocastOptimWrapper', 'PreemptionHook', 'SparKCosineWeightDecay',
            'SparKWarmupCosineLR', 'spark_param_scheduler', 'StepSeedHook',
            'ReconstructionVisualizationHook']

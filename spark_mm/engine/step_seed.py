@@ -15,7 +15,15 @@ batches have left in another state than the uninterrupted run had when it
 fetched batch k. So the loop's batch iterator is also re-seeded before each
 batch, from (seed, rank, batch count): batch k is drawn alike either way.
 (With workers, mmengine seeds each worker from (seed, rank, worker), and the
-skip replays their draws anyway.)
+skip replays their draws anyway.) An epoch-based loop resumed mid-epoch
+(after a preemption, :mod:`.preemption`) skips batches the same way, so its
+loader is re-seeded before each batch too, from the iteration that batch will
+train: (seed, rank, iteration).
+
+In an epoch-based loop the data pipeline itself (in the workers, if any) is
+seeded per sample from (seed, epoch, sample index), see :mod:`.sample_seed`:
+the same image gets the same crop and flip whatever the worker count,
+persistent or not, and whether the run was interrupted or not.
 """
 import random
 
@@ -23,8 +31,10 @@ import numpy as np
 import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
+from torch.utils.data import DataLoader
 
 from ..registry import HOOKS
+from .sample_seed import seed_each_sample
 
 _EPOCH, _ITER, _BATCH = 0, 1, 2
 
@@ -56,6 +66,30 @@ class _SeededBatches:
         return getattr(self.batches, name)
 
 
+class _SeededEpochLoader:
+    """An epoch-based loop's data loader, re-seeded before each batch from
+    the iteration the batch will train (``loop.iter`` when it is fetched)."""
+
+    def __init__(self, loader, seed: int, rank: int, loop) -> None:
+        self.loader, self.seed, self.rank, self.loop = loader, seed, rank, loop
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            seed_everything_for(self.seed, self.rank, _BATCH, self.loop.iter)
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield batch
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
 @HOOKS.register_module()
 class StepSeedHook(Hook):
     """Re-seed all generators before each epoch, iteration and (iteration-based
@@ -66,9 +100,17 @@ class StepSeedHook(Hook):
     def before_train(self, runner):
         loop = runner.train_loop
         batches = getattr(loop, 'dataloader_iterator', None)
-        if batches is not None and not isinstance(batches, _SeededBatches):
-            loop.dataloader_iterator = _SeededBatches(batches, runner.seed,
-                                                      get_rank())
+        if batches is not None:  # an iteration loop: one iterator, whose
+            # workers replay the same draws when a resume skips batches
+            if not isinstance(batches, _SeededBatches):
+                loop.dataloader_iterator = _SeededBatches(
+                    batches, runner.seed, get_rank())
+        elif not isinstance(loop.dataloader, _SeededEpochLoader):
+            loader = loop.dataloader
+            if isinstance(loader, DataLoader):
+                loader = seed_each_sample(loader, runner.seed)
+            loop.dataloader = _SeededEpochLoader(loader, runner.seed,
+                                                 get_rank(), loop)
 
     def before_train_epoch(self, runner):
         seed_everything_for(runner.seed, get_rank(), _EPOCH, runner.epoch)

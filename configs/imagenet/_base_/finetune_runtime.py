@@ -15,6 +15,7 @@ default_hooks = dict(
                     max_keep_ckpts=3))
 # NanGuardHook: stop at the first NaN/inf loss (SparK #27: NaN at batch 2048)
 # with one line naming the last good checkpoint; StepSeedHook: exact resume.
-custom_hooks = [dict(type='NanGuardHook'), dict(type='StepSeedHook')]
+custom_hooks = [dict(type='NanGuardHook'), dict(type='StepSeedHook'),
+                dict(type='PreemptionHook')]
 
 randomness = dict(seed=0, diff_rank_seed=True)

@@ -16,5 +16,6 @@ train_cfg = dict(by_epoch=True, val_interval=5)
 # safety hooks are stated again.
 custom_hooks = [
     dict(type='NanGuardHook'), dict(type='StepSeedHook'),
+    dict(type='PreemptionHook'),
     dict(type='EMAHook', momentum=1 - 0.9999, update_buffers=True,
          priority='ABOVE_NORMAL')]
