@@ -21,7 +21,7 @@ import torch
 from mmengine.config import Config
 
 from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
-from spark_mm.datasets.synthetic_coco import make_synthetic_coco
+from spark_mm.datasets.synthetic import make_synthetic_coco
 from spark_mm.engine.preemption import REQUEUE_EXIT_STATUS
 
 from _reliability import (DEMO_CONFIG, ROOT, as_cli,  # noqa: F401

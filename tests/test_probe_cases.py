@@ -22,7 +22,7 @@ from spark_mm.checkpoint.sources import read_backbone
 from spark_mm.datasets.image_folder import list_image_files
 from spark_mm.datasets.loader_settings import (
     check_batch_fits_dataset, drop_persistent_workers_without_workers)
-from spark_mm.datasets.synthetic_coco import make_synthetic_coco
+from spark_mm.datasets.synthetic import make_synthetic_coco
 from spark_mm.engine.work_dir import LOCK_NAME, claim_work_dir
 from spark_mm.errors import CheckpointError, SparKInputError
 

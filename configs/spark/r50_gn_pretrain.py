@@ -10,7 +10,7 @@
 # init_cfg=dict(type='Pretrained', checkpoint=...).
 _base_ = ['r50_pretrain.py']
 
-work_dir = 'work_dirs/spark_r50_gn'
+work_dir = 'work_dirs/r50_gn_pretrain'
 
 model = dict(
     backbone=dict(norm_cfg=dict(_delete_=True, type='GN', num_groups=32,

@@ -8,7 +8,7 @@
 # model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...).
 _base_ = ['r50_pretrain.py']
 
-work_dir = 'work_dirs/spark_seresnet50'
+work_dir = 'work_dirs/seresnet50_pretrain'
 
 model = dict(
     backbone=dict(_delete_=True, type='SEResNet', depth=50, se_ratio=16,
