@@ -60,14 +60,27 @@ def tiny(data_root, tmp_path, **options):
     ({'model.mask_ratio': 0.9}, 'leaving no visible patch'),
     ({'model.mask_ratio': 0.1}, 'leaving no masked patch'),
     ({'model.backbone.out_indices': (3,)}, 'returns a single feature map'),
-    ({'model.backbone.norm_cfg.type': 'GN',
-      'model.backbone.norm_cfg.num_groups': 4},
-     'SparK cannot make these layers sparse'),
 ])
 def test_model_input_errors_are_one_line(options, expected, demo_data,  # noqa: F811
                                          tmp_path, monkeypatch, one_thread):
     message = train_error(tiny(demo_data, tmp_path, **options), monkeypatch)
     assert expected in message
+
+
+def test_a_global_context_backbone_is_refused_in_one_line(
+        demo_data, tmp_path, monkeypatch, one_thread):  # noqa: F811
+    """mmdet's ResNet with mmcv's ContextBlock (softmax attention pooling over
+    space, which a mask cannot follow): refused at build, naming the layers."""
+    config = tmp_path / 'context_block.py'
+    config.write_text(
+        f'_base_ = [{DEMO_CONFIG!r}]\n'
+        "model = dict(backbone=dict(_delete_=True, type='mmdet.ResNet', depth=50,\n"
+        "    out_indices=(0, 1, 2, 3), plugins=[dict(\n"
+        "    cfg=dict(type='ContextBlock', ratio=1. / 4), stages=(False, False, True, True),\n"
+        "    position='after_conv3')]))\n")
+    message = train_error(tiny(demo_data, tmp_path), monkeypatch, config=str(config))
+    assert 'SparK cannot make these layers sparse' in message
+    assert '(ContextBlock)' in message
 
 
 def test_subprocess_prints_one_line_without_traceback(demo_data, tmp_path):  # noqa: F811

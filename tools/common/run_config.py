@@ -66,7 +66,7 @@ def load_tool_config(args) -> Config:
     data_root = (args.cfg_options or {}).pop('data_root', None)
     data_root = getattr(args, 'data_root', None) or data_root
     cfg = Config.fromfile(args.config)
-    config_max_epochs = cfg.get('train_cfg', {}).get('max_epochs')
+    config_max_epochs = (cfg.get('train_cfg') or {}).get('max_epochs')
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
         fit_schedule_to_run_length(cfg, config_max_epochs, args.cfg_options)

@@ -36,7 +36,7 @@ def fit_schedule_to_run_length(cfg: Config, config_max_epochs,
                                cfg_options: dict) -> None:
     """Stretch ``cfg.param_scheduler`` from the config's ``max_epochs`` to
     the run's (see the module's docstring); refuse what cannot be stretched."""
-    run_max_epochs = cfg.get('train_cfg', {}).get('max_epochs')
+    run_max_epochs = (cfg.get('train_cfg') or {}).get('max_epochs')
     if (config_max_epochs is None or run_max_epochs is None
             or run_max_epochs == config_max_epochs
             or any(key.startswith('param_scheduler') for key in cfg_options)):

@@ -12,7 +12,7 @@ are not a mean) are refused with an error naming them.
 from typing import Dict, List, Tuple
 
 import torch.nn as nn
-from mmcv.cnn import Scale
+from mmcv.cnn import ContextBlock, GeneralizedAttention, NonLocal2d, Scale
 from mmcv.cnn.bricks.drop import DropPath as MMCVDropPath
 from mmcv.cnn.bricks.transformer import MultiheadAttention as MMCVAttention
 from mmengine.logging import print_log
@@ -47,7 +47,8 @@ UNSUPPORTED_TYPES = (
     nn.modules.conv._ConvTransposeNd, nn.BatchNorm1d, nn.BatchNorm3d,
     TimmAttention, Attention2d, AttentionCl, BottleneckAttn, HaloAttn,
     LambdaLayer, NonLocalAttn, BatNonLocalAttn, GlobalContext, GatherExcite, CbamModule,
-    LightCbamModule, SelectiveKernel, MMCVAttention,
+    LightCbamModule, SelectiveKernel, MMCVAttention, ContextBlock,
+    GeneralizedAttention, NonLocal2d,
     mmpretrain_attention.MultiheadAttention, mmpretrain_attention.WindowMSA,
     mmpretrain_attention.WindowMSAV2, mmpretrain_attention.ShiftWindowMSA,
     mmpretrain_attention.BEiTAttention, mmpretrain_attention.LeAttention)
