@@ -14,6 +14,7 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 from spark_mm.datasets import LoadImageOrSkip
@@ -175,9 +176,10 @@ def test_unreadable_image_is_skipped_with_warning_and_counted(tmp_path):
     pipeline = [dict(type='LoadImageOrSkip'),
                 dict(type='RandomResizedCrop', scale=32, backend='pillow'),
                 dict(type='PackInputs')]
-    dataset = DATASETS.build(dict(type='SparKDemoImages', data_root=root,
-                                  num_images=6, image_size=(40, 40),
-                                  pipeline=pipeline))
+    with DefaultScope.overwrite_default_scope('spark_mm'):  # as in our configs
+        dataset = DATASETS.build(dict(type='SparKDemoImages', data_root=root,
+                                      num_images=6, image_size=(40, 40),
+                                      pipeline=pipeline))
     broken = os.path.join(root, 'demo_00002.png')
     with open(broken, 'wb') as file:
         file.write(b'\x89PNG\r\n\x1a\n not really an image')
