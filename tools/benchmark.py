@@ -13,6 +13,10 @@ Candidates (all built from one config):
 - ``plain``: this project's SparK without the fast path (``fast_path=False``):
   the algorithm as spark_mm/models defines it;
 - ``dense``: the same backbone, dense, on the whole image, with a trivial loss;
+- ``decoder``: ``ours``'s decoder alone, forward + backward on random maps of
+  the shapes the densify step hands it. The decoder is dense in every SparK
+  (mmpretrain's and the official one compute the same convolutions), so its
+  ratio to mmpretrain's step is a floor under ``ours``'s;
 - ``mmpretrain``: mmpretrain's own ``SparK`` (``SparseResNet`` /
   ``SparseConvNeXt`` of the same arch, same decoder width), NCHW, in the
   baseline precision (fp32 by default).
@@ -214,6 +218,15 @@ def build_candidate(name: str, cfg: Config, args, images) -> Candidate:
             feats = model(inputs)
             feats = feats if isinstance(feats, (list, tuple)) else [feats]
             return sum(f.float().mean() for f in feats)
+    elif name == 'decoder':
+        cand = Candidate(name, args.precision, args.channels_last)
+        spark = build_ours(cfg, args.channels_last).to(device)
+        model = spark.neck
+        dense = [_layout(torch.randn(shape, device=device), args.channels_last)
+                 for shape in decoder_input_shapes(spark, images)]
+
+        def loss_fn():
+            return model(dense).float().square().mean()
     elif name == 'mmpretrain':
         cand = Candidate(name, args.baseline_precision, False)
         model = build_mmpretrain(cfg, args.size).to(device)
@@ -226,6 +239,19 @@ def build_candidate(name: str, cfg: Config, args, images) -> Candidate:
     wrapper = optim_wrapper_for(model, cfg, cand.precision, device)
     cand.step = make_step(model, loss_fn, wrapper)
     return cand
+
+
+def decoder_input_shapes(spark, images) -> List[torch.Size]:
+    """Shapes of the maps ``spark``'s densify step hands its decoder."""
+    shapes = []
+    hook = spark.neck.register_forward_pre_hook(
+        lambda module, args: shapes.extend(m.shape for m in args[0] if m is not None))
+    try:
+        with torch.no_grad():
+            spark.reconstruct(images[:1], spark.generate_mask(images[:1]))
+    finally:
+        hook.remove()
+    return [torch.Size((len(images),) + tuple(shape[1:])) for shape in shapes]
 
 
 def _layout(images, channels_last: bool):
@@ -363,7 +389,7 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--device', choices=('cpu', 'cuda'), default=None)
     parser.add_argument('--candidates', nargs='+', default=['ours', 'dense', 'mmpretrain'],
-                        choices=['ours', 'plain', 'dense', 'mmpretrain'])
+                        choices=['ours', 'plain', 'dense', 'decoder', 'mmpretrain'])
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
     parser.add_argument('--memory-steps', type=int, default=1)
     parser.add_argument('--parallel-memory', action='store_true',

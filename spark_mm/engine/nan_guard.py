@@ -7,6 +7,7 @@ import torch
 from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
 
+from ..checkpoint.finite import non_finite_keys
 from ..errors import NonFiniteLossError
 from ..registry import HOOKS
 
@@ -61,9 +62,7 @@ class NanGuardHook(Hook):
             f' training stopped without saving; {_resume_advice(runner)}')
 
     def before_save_checkpoint(self, runner, checkpoint):
-        broken = [key for key, value in checkpoint.get('state_dict', {}).items()
-                  if torch.is_tensor(value) and value.is_floating_point()
-                  and not torch.isfinite(value).all()]
+        broken = non_finite_keys(checkpoint.get('state_dict', {}))
         if broken:
             raise NonFiniteLossError(
                 f'weights {", ".join(broken[:5])} are not finite at iteration '

@@ -134,27 +134,3 @@ def composed_upsample_conv(x: torch.Tensor, up: nn.ConvTranspose2d,
     return _ComposedMinusBorder.apply(x, weight, bias, up_w, up_b, conv_w,
                                       conv_compute_dtype(x, weight))
 
-
-# How many times the MACs that the composed map saves must exceed the MACs it
-# adds. Measured on a CPU (1 thread, fp32): the kernel's matmul (with its
-# fold and copies) and the thin border convolutions run at about half the MAC
-# rate of the large convolutions they replace.
-COMPOSED_MIN_GAIN = 2.0
-
-
-def composed_is_cheaper(x_shape, cin: int, cmid: int, cout: int) -> bool:
-    """Whether :func:`composed_upsample_conv` should beat the module pair.
-
-    Per output pixel it saves ``4 * cin * cmid + 9 * cmid * cout - 9 * cin *
-    cout`` MACs (``4 c^2`` when all widths are ``c``); it adds ``144 * cin *
-    cmid * cout`` for the kernel and the border slabs (about ``20 c^2`` per
-    image per input row and column), the same proportions in the backward
-    pass. With equal widths the kernel alone needs ``N * H * W > 9 c`` input
-    pixels: SparK's ResNet decoder gains from its 28x28 block on, but loses at
-    512 channels on 7x7 and 256 on 14x14.
-    """
-    batch, _, height, width = x_shape
-    saved = 4 * batch * height * width * (4 * cin * cmid + 9 * cmid * cout
-                                          - 9 * cin * cout)
-    border = 2 * batch * (height + width) * (4 * cin * cmid + 6 * cmid * cout)
-    return saved > COMPOSED_MIN_GAIN * (144 * cin * cmid * cout + border)
