@@ -87,12 +87,14 @@ def official_no_decay(name, param):
                                     'gamma')))
 
 
-def official_resnet_scale_exp(model, name):
+def official_resnet_scale_exp(model, name, fallback=None):
     """downstream_imagenet/models/__init__.py resnets_get_layer_id_and_scale_exp
-    on a timm ResNet's parameter names."""
+    on a timm ResNet's parameter names (``fallback``: the block groups of a
+    depth its table lacks)."""
     L2, L3 = len(model.layer2), len(model.layer3)
-    blk2, blk3 = {(4, 6): (2, 3), (4, 23): (2, 3), (8, 36): (4, 4),
-                  (24, 36): (4, 4), (30, 48): (5, 6)}[(L2, L3)]
+    table = {(4, 6): (2, 3), (4, 23): (2, 3), (8, 36): (4, 4),
+             (24, 36): (4, 4), (30, 48): (5, 6)}
+    blk2, blk3 = table[(L2, L3)] if fallback is None else fallback
     N2, N3 = math.ceil(L2 / blk2 - 1e-5), math.ceil(L3 / blk3 - 1e-5)
     N = 2 + N2 + N3
     if name.startswith('layer'):
@@ -151,32 +153,48 @@ def to_official_convnext(name):
 
 
 # ----------------------------------------------------------- layer-wise decay
-@pytest.mark.parametrize('depth', [50, 101])
-def test_resnet_layer_decay_equals_the_official_rule_for_every_parameter(depth):
+# every ResNet fine-tuning config: (config, timm model, its (L2, L3) block groups
+# when the official table lacks them: R18 takes R50's, as documented)
+RESNET_DECAY_CONFIGS = {
+    'resnet50': (RECIPE_CONFIGS['resnet50'], 'resnet50', None),
+    'resnet101': (RECIPE_CONFIGS['resnet101'], 'resnet101', None),
+    'resnet152': (RECIPE_CONFIGS['resnet152'], 'resnet152', None),
+    'resnet200': (RECIPE_CONFIGS['resnet200'], 'resnet200', None),
+    'custom_r50': ('custom_r50_finetune.py', 'resnet50', None),
+    'demo_r18': ('demo_r18_finetune.py', 'resnet18', (2, 3)),
+}
+
+
+@pytest.mark.parametrize('key', sorted(RESNET_DECAY_CONFIGS))
+def test_resnet_layer_decay_equals_the_official_rule_for_every_parameter(key):
+    """The config's own constructor (mmpretrain's for R50/101/152, ours for
+    R18 and timm's R200) gives every parameter the official lr and wd."""
     import timm
-    key = f'resnet{depth}'
-    bs, _, _, _, base_lr, decay, wd = OFFICIAL[key][:7]
-    model, optim_wrapper = build(load(RECIPE_CONFIGS[key]))
+    config, timm_name, fallback = RESNET_DECAY_CONFIGS[key]
+    cfg = load(config)
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    decay = cfg.optim_wrapper.paramwise_cfg.layer_decay_rate
+    wd = cfg.optim_wrapper.optimizer.weight_decay
+    model, optim_wrapper = build(cfg)
     lrs = per_param(model, optim_wrapper)
-    reference = timm.create_model(key, num_classes=1000)
+    reference = timm.create_model(timm_name, num_classes=1000)
     official = dict(reference.named_parameters())
     ours = {}
     for name, param in model.named_parameters():
-        timm_name = re.sub(r'^(backbone|head)\.', '', name)
+        timm_name = re.sub(r'^(backbone\.(timm_model\.)?|head\.)', '', name)
         ours[timm_name] = name
-        assert official[timm_name].shape == param.shape, name
+        if not timm_name.startswith('fc.'):
+            assert official[timm_name].shape == param.shape, name
         lr, weight_decay = lrs[name]
-        exp = official_resnet_scale_exp(reference, timm_name)
-        assert lr == pytest.approx(base_lr * bs / 256 * decay**exp,
-                                   rel=1e-12), name
+        exp = official_resnet_scale_exp(reference, timm_name, fallback)
+        assert lr == pytest.approx(base_lr * decay**exp, rel=1e-12), name
         expected_wd = 0.0 if official_no_decay(timm_name, param) else wd
         assert weight_decay == expected_wd, name
     assert set(ours) == set(official)  # every parameter, no more, no less
-    # spot values: N = 6 (R50) / 12 (R101); stem decay**(N+1), fc lr itself
-    last = 6 if depth == 50 else 12
-    assert lrs['backbone.conv1.weight'][0] == pytest.approx(
-        base_lr * 16 * decay**(last + 1))
-    assert lrs['head.fc.weight'][0] == pytest.approx(base_lr * 16)
+    # N + 2 lr levels: the stem's decay**(N+1) down to the classifier's lr
+    stem_exp = official_resnet_scale_exp(reference, 'conv1.weight', fallback)
+    assert len({lr for lr, _ in lrs.values()}) == stem_exp + 1
+    assert lrs['head.fc.weight'][0] == pytest.approx(base_lr, rel=1e-12)
 
 
 def test_resnet_layer_ids_of_the_deeper_official_depths():
@@ -262,7 +280,10 @@ def test_full_size_recipe_matches_the_official_table(key):
         assert optim.optimizer.bias_correction is False
         assert optim.optimizer.always_adapt is True
         assert optim.optimizer.max_grad_norm == 1e7
-        assert optim.constructor == 'ResNetClsLayerDecayOptimWrapperConstructor'
+        # mmpretrain's ResNet.get_layer_depth, ours for timm's R200
+        assert optim.constructor == (
+            'ResNetClsLayerDecayOptimWrapperConstructor' if key == 'resnet200'
+            else 'LearningRateDecayOptimWrapperConstructor')
         assert optim.paramwise_cfg.layer_decay_rate == lr_scale
     else:
         assert optim.optimizer.type == 'AdamW' and optim.optimizer.eps == 1e-8
