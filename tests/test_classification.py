@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -87,12 +88,14 @@ def official_no_decay(name, param):
                                     'gamma')))
 
 
-def official_resnet_scale_exp(model, name):
+def official_resnet_scale_exp(model, name, fallback=None):
     """downstream_imagenet/models/__init__.py resnets_get_layer_id_and_scale_exp
-    on a timm ResNet's parameter names."""
+    on a timm ResNet's parameter names (``fallback``: the block groups of a
+    depth its table lacks)."""
     L2, L3 = len(model.layer2), len(model.layer3)
-    blk2, blk3 = {(4, 6): (2, 3), (4, 23): (2, 3), (8, 36): (4, 4),
-                  (24, 36): (4, 4), (30, 48): (5, 6)}[(L2, L3)]
+    table = {(4, 6): (2, 3), (4, 23): (2, 3), (8, 36): (4, 4),
+             (24, 36): (4, 4), (30, 48): (5, 6)}
+    blk2, blk3 = table[(L2, L3)] if fallback is None else fallback
     N2, N3 = math.ceil(L2 / blk2 - 1e-5), math.ceil(L3 / blk3 - 1e-5)
     N = 2 + N2 + N3
     if name.startswith('layer'):
@@ -151,32 +154,48 @@ def to_official_convnext(name):
 
 
 # ----------------------------------------------------------- layer-wise decay
-@pytest.mark.parametrize('depth', [50, 101])
-def test_resnet_layer_decay_equals_the_official_rule_for_every_parameter(depth):
+# every ResNet fine-tuning config: (config, timm model, its (L2, L3) block groups
+# when the official table lacks them: R18 takes R50's, as documented)
+RESNET_DECAY_CONFIGS = {
+    'resnet50': (RECIPE_CONFIGS['resnet50'], 'resnet50', None),
+    'resnet101': (RECIPE_CONFIGS['resnet101'], 'resnet101', None),
+    'resnet152': (RECIPE_CONFIGS['resnet152'], 'resnet152', None),
+    'resnet200': (RECIPE_CONFIGS['resnet200'], 'resnet200', None),
+    'custom_r50': ('custom_r50_finetune.py', 'resnet50', None),
+    'demo_r18': ('demo_r18_finetune.py', 'resnet18', (2, 3)),
+}
+
+
+@pytest.mark.parametrize('key', sorted(RESNET_DECAY_CONFIGS))
+def test_resnet_layer_decay_equals_the_official_rule_for_every_parameter(key):
+    """The config's own constructor (mmpretrain's for R50/101/152, ours for
+    R18 and timm's R200) gives every parameter the official lr and wd."""
     import timm
-    key = f'resnet{depth}'
-    bs, _, _, _, base_lr, decay, wd = OFFICIAL[key][:7]
-    model, optim_wrapper = build(load(RECIPE_CONFIGS[key]))
+    config, timm_name, fallback = RESNET_DECAY_CONFIGS[key]
+    cfg = load(config)
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    decay = cfg.optim_wrapper.paramwise_cfg.layer_decay_rate
+    wd = cfg.optim_wrapper.optimizer.weight_decay
+    model, optim_wrapper = build(cfg)
     lrs = per_param(model, optim_wrapper)
-    reference = timm.create_model(key, num_classes=1000)
+    reference = timm.create_model(timm_name, num_classes=1000)
     official = dict(reference.named_parameters())
     ours = {}
     for name, param in model.named_parameters():
-        timm_name = re.sub(r'^(backbone|head)\.', '', name)
+        timm_name = re.sub(r'^(backbone\.(timm_model\.)?|head\.)', '', name)
         ours[timm_name] = name
-        assert official[timm_name].shape == param.shape, name
+        if not timm_name.startswith('fc.'):
+            assert official[timm_name].shape == param.shape, name
         lr, weight_decay = lrs[name]
-        exp = official_resnet_scale_exp(reference, timm_name)
-        assert lr == pytest.approx(base_lr * bs / 256 * decay**exp,
-                                   rel=1e-12), name
+        exp = official_resnet_scale_exp(reference, timm_name, fallback)
+        assert lr == pytest.approx(base_lr * decay**exp, rel=1e-12), name
         expected_wd = 0.0 if official_no_decay(timm_name, param) else wd
         assert weight_decay == expected_wd, name
     assert set(ours) == set(official)  # every parameter, no more, no less
-    # spot values: N = 6 (R50) / 12 (R101); stem decay**(N+1), fc lr itself
-    last = 6 if depth == 50 else 12
-    assert lrs['backbone.conv1.weight'][0] == pytest.approx(
-        base_lr * 16 * decay**(last + 1))
-    assert lrs['head.fc.weight'][0] == pytest.approx(base_lr * 16)
+    # N + 2 lr levels: the stem's decay**(N+1) down to the classifier's lr
+    stem_exp = official_resnet_scale_exp(reference, 'conv1.weight', fallback)
+    assert len({lr for lr, _ in lrs.values()}) == stem_exp + 1
+    assert lrs['head.fc.weight'][0] == pytest.approx(base_lr, rel=1e-12)
 
 
 def test_resnet_layer_ids_of_the_deeper_official_depths():
@@ -262,7 +281,10 @@ def test_full_size_recipe_matches_the_official_table(key):
         assert optim.optimizer.bias_correction is False
         assert optim.optimizer.always_adapt is True
         assert optim.optimizer.max_grad_norm == 1e7
-        assert optim.constructor == 'ResNetClsLayerDecayOptimWrapperConstructor'
+        # mmpretrain's ResNet.get_layer_depth, ours for timm's R200
+        assert optim.constructor == (
+            'ResNetClsLayerDecayOptimWrapperConstructor' if key == 'resnet200'
+            else 'LearningRateDecayOptimWrapperConstructor')
         assert optim.paramwise_cfg.layer_decay_rate == lr_scale
     else:
         assert optim.optimizer.type == 'AdamW' and optim.optimizer.eps == 1e-8
@@ -436,9 +458,9 @@ def test_linear_probe_and_knn_configs_follow_their_protocols():
                        ('convnext-s_spark-knn-k20_in1k.py', 'ConvNeXt')):
         cfg = load(name)
         assert (cfg.model.k, cfg.model.temperature) == (20, 0.07)
-        hook = cfg.custom_hooks[0]  # first: custom_hooks.0.dataloader...
-        assert hook.type == 'KNNBankHook'
-        assert hook.dataloader.dataset.split == 'train'
+        bank = cfg.model.prototype  # mmpretrain's retriever bank
+        assert bank.dataset.split == 'train'
+        assert bank.sampler.round_up is False  # no image counted twice
         assert cfg.test_dataloader.dataset.split == 'val'
         with DefaultScope.overwrite_default_scope('spark_mm'):
             knn = MODELS.build(cfg.model)
@@ -577,34 +599,82 @@ def test_batch_mixup_equals_the_official_one_draw_for_draw(mixup_alpha):
     assert torch.allclose(ours[1].sum(1), torch.ones(6))
 
 
-def tiny_knn(**kwargs):
+def tiny_knn(prototype=None, **kwargs):
+    prototype = prototype or dict(dataset=dict(type='CustomDataset'))
     with DefaultScope.overwrite_default_scope('spark_mm'):
         return MODELS.build(dict(
             type='KNNClassifier',
             backbone=dict(type='ResNet', depth=18, out_indices=(3, )),
-            neck=dict(type='GlobalAveragePooling'), **kwargs))
+            neck=dict(type='GlobalAveragePooling'), prototype=prototype,
+            **kwargs))
 
 
-def test_knn_votes_equal_a_brute_force_weighted_knn():
-    torch.manual_seed(0)
-    model = tiny_knn(num_classes=3, k=4, temperature=0.1).eval()
-    bank = F.normalize(torch.randn(10, 512), dim=1)
-    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
-    model.set_bank(bank, labels)
-    images = torch.randn(2, 3, 32, 32)
-    samples = model.predict(images)
-    feats = model.extract_feat(images)
-    for feat, sample in zip(feats, samples):
-        sims = [(float(feat @ b), int(lab)) for b, lab in zip(bank, labels)]
-        sims.sort(reverse=True)
-        votes = [0.0] * 3
-        for sim, label in sims[:4]:
-            votes[label] += math.exp(sim / 0.1)
-        expected = torch.tensor(votes) / sum(votes)
-        assert torch.allclose(sample.pred_score, expected, atol=1e-6)
-        assert int(sample.pred_label) == int(expected.argmax())
+def reference_knn_scores(query, bank, labels, k, temperature, num_classes):
+    """The weighted kNN vote from its definition, in float64, one query at a
+    time: cosine similarity to every bank row, the k largest vote exp(s / T)."""
+    scores = []
+    for q in query.double():
+        sims = sorted(((float(q @ b) / float(q.norm() * b.norm()), int(label))
+                       for b, label in zip(bank.double(), labels)), reverse=True)
+        votes = [0.0] * num_classes
+        for sim, label in sims[:k]:
+            votes[label] += math.exp(sim / temperature)
+        scores.append([v / sum(votes) for v in votes])
+    return torch.tensor(scores, dtype=torch.float64)
+
+
+@pytest.mark.parametrize('k', [1, 5, 20])
+def test_knn_vote_equals_a_float64_reference_knn(k):
+    from spark_mm.classification import knn_vote
+    generator = torch.Generator().manual_seed(k)
+    num_classes, dim = 5, 16
+    labels = torch.randint(0, num_classes, (60, ), generator=generator)
+    centres = torch.randn(num_classes, dim, generator=generator)
+    bank = centres[labels] + torch.randn(60, dim, generator=generator)
+    query = centres[torch.arange(12) % num_classes] + \
+        torch.randn(12, dim, generator=generator)
+    expected = reference_knn_scores(query, bank, labels, k, 0.07, num_classes)
+    scores = knn_vote(query.double(), bank.double(), labels, k, 0.07, num_classes)
+    assert torch.allclose(scores, expected, rtol=1e-9, atol=1e-12)
+    assert torch.equal(scores.argmax(1), expected.argmax(1))  # top-1
+    assert scores.argmax(1).eq(torch.arange(12) % num_classes).float().mean() > 0.5
+
+
+def test_knn_classifier_votes_over_mmpretrain_retriever_bank(tmp_path):
+    """The bank collected by mmpretrain's retriever from a labelled folder,
+    the labels from its dataset: predictions equal the reference kNN over the
+    same images' features."""
+    root = make_labelled_folder(str(tmp_path / 'folder'), num_train=3,
+                                num_val=1, image_size=32)
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+    prototype = dict(batch_size=5, num_workers=0,
+                     sampler=dict(type='DefaultSampler', shuffle=False,
+                                  round_up=False),
+                     dataset=dict(type='CustomDataset', data_root=root,
+                                  data_prefix='train', with_label=True,
+                                  pipeline=pipeline))
+    model = tiny_knn(prototype, num_classes=4, k=3, temperature=0.1).eval()
+    with DefaultScope.overwrite_default_scope('spark_mm'):
+        loader = Runner.build_dataloader(prototype)
+        queries = Runner.build_dataloader(dict(prototype, dataset=dict(
+            prototype['dataset'], data_prefix='val')))
+        bank, labels = [], []
+        for batch in loader:
+            data = model.data_preprocessor(batch, False)
+            bank.append(model.extract_feat(data['inputs']))
+            labels += [int(sample.gt_label) for sample in data['data_samples']]
+        batch = next(iter(queries))
+        data = model.data_preprocessor(batch, False)
+        samples = model.predict(data['inputs'])
+    assert torch.equal(model.prototype_labels, torch.tensor(labels))
+    assert sorted(set(labels)) == [0, 1, 2, 3] and len(labels) == 12
+    expected = reference_knn_scores(model.extract_feat(data['inputs']),
+                                     torch.cat(bank), labels, 3, 0.1, 4)
+    got = torch.stack([sample.pred_score for sample in samples]).double()
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert [int(s.pred_label) for s in samples] == expected.argmax(1).tolist()
     with pytest.raises(ValueError, match='nothing to train'):
-        model(images, mode='loss')
+        model(data['inputs'], mode='loss')
 
 
 def test_knn_loads_a_backbone_export_and_refuses_a_foreign_checkpoint():
@@ -618,6 +688,9 @@ def test_knn_loads_a_backbone_export_and_refuses_a_foreign_checkpoint():
     loaded = model.backbone.state_dict()
     assert torch.equal(loaded['layer2.0.conv1.weight'],
                        export['layer2.0.conv1.weight'])
+    load_state_dict(model, {'backbone.' + k: v - 1 for k, v in export.items()})
+    assert torch.equal(model.backbone.state_dict()['layer2.0.conv1.weight'],
+                       export['layer2.0.conv1.weight'] - 1)
     with pytest.raises(ValueError, match='lacks .* backbone'):
         load_state_dict(model, {'backbone.conv1.weight':
                                 export['conv1.weight']})
@@ -625,8 +698,8 @@ def test_knn_loads_a_backbone_export_and_refuses_a_foreign_checkpoint():
     with pytest.raises(ValueError, match=r'lacks 0 and reshapes 1 .* '
                        r'conv1.weight'):
         load_state_dict(model, wrong)
-    with pytest.raises(RuntimeError, match='bank is empty'):
-        tiny_knn(num_classes=3).predict(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match='prototype=<a dataloader config'):
+        tiny_knn('features.pth', num_classes=3)
 
 
 # -------------------------------------------------------------- the real chain
@@ -727,7 +800,7 @@ def test_chain_knn_accuracy_from_the_backbone_export(chain):
         os.path.join(CONFIGS, 'demo_r18_knn.py'), str(chain['export']),
         '--work-dir', str(chain['tmp'] / 'knn'), '--cfg-options',
         f'test_dataloader.dataset.root={chain["folder"]}',
-        f'custom_hooks.0.dataloader.dataset.root={chain["folder"]}'
+        f'model.prototype.dataset.root={chain["folder"]}'
     ], cwd=chain['tmp'])
     output = result.stdout + result.stderr
     assert 'kNN bank: 64 images, 4 classes' in output
@@ -747,7 +820,7 @@ def test_chain_knn_accuracy_from_the_backbone_export(chain):
             '--work-dir', str(chain['tmp'] / 'knn_r50'), '--cfg-options',
             'model.backbone.depth=50',
             f'test_dataloader.dataset.root={chain["folder"]}',
-            f'custom_hooks.0.dataloader.dataset.root={chain["folder"]}'])
+            f'model.prototype.dataset.root={chain["folder"]}'])
 
 
 @pytest.mark.slow
@@ -757,7 +830,7 @@ def test_dist_test_sh_on_cpu_equals_one_process(chain):
     from both ranks, the predictions of both are collected, and the accuracy
     equals the single-process run's on the same export."""
     options = ['--cfg-options', f'test_dataloader.dataset.root={chain["folder"]}',
-               f'custom_hooks.0.dataloader.dataset.root={chain["folder"]}']
+               f'model.prototype.dataset.root={chain["folder"]}']
     accuracies = []
     for name, command in (
             ('single', [sys.executable, os.path.join(ROOT, 'tools', 'test.py')]),

@@ -3,6 +3,8 @@
 One real demo pretraining of two iterations (tools/train.py, hook enabled)
 provides the checkpoint and the logs for the whole module.
 """
+import glob
+import json
 import os
 import os.path as osp
 import subprocess
@@ -220,10 +222,21 @@ def test_convnext_tools(tmp_path, demo_run):
 
 # ---- curves -------------------------------------------------------------------
 def test_curves_from_work_dir(demo_run, tmp_path):
+    """mmpretrain's plotting of the run's scalars.json, one panel per key:
+    what is drawn is what the log holds (read here line by line)."""
     out = tmp_path / 'curves.png'
     plot_curves.main([demo_run.work_dir, '--out', str(out)])
     data = plot_curves.plot_curves(demo_run.work_dir, str(out))
-    assert data['loss'][0] == [1, 2] and len(data['lr'][1]) == 2
+    scalars, = glob.glob(osp.join(demo_run.work_dir, '*', 'vis_data', 'scalars.json'))
+    with open(scalars) as f:
+        logged = [json.loads(line) for line in f if '"lr"' in line]
+    for key in ('loss', 'lr'):
+        assert data[key][1] == [row[key] for row in logged], key
+    # x in epochs (mmpretrain scales the steps of an epoch-based run)
+    assert data['loss'][0] == [row['step'] / logged[-1]['step'] * logged[-1]['epoch']
+                               for row in logged]
     assert Image.open(out).size == (672, 256)
     with pytest.raises(SystemExit, match='no vis_data'):
         plot_curves.main([str(tmp_path), '--out', str(out)])
+    with pytest.raises(SystemExit, match=r'error: .*scalars.json: Invalid key "top9"'):
+        plot_curves.main([demo_run.work_dir, '--out', str(out), '--keys', 'top9'])

@@ -1,25 +1,34 @@
-"""Plot the loss and learning-rate curves of a training run as a PNG.
+"""Plot the loss and learning-rate curves of a training run as a PNG, with
+mmpretrain's own log analysis.
 
-Reads mmengine's own scalar log, ``<work_dir>/<timestamp>/vis_data/scalars.json``
-(one JSON object per logged iteration). Given a work dir, the newest run
-(latest timestamp folder with a scalars.json) is plotted; a run folder or the
-scalars.json itself may be given instead.
+mmpretrain ships ``tools/analysis_tools/analyze_logs.py`` inside its package
+(``mmpretrain/.mim/``); its ``plot_curve`` reads mmengine's
+``<work_dir>/<timestamp>/vis_data/scalars.json`` and draws training and
+validation scalars. This wrapper adds only what it lacks: finding the newest
+run of a work dir, and one panel per key (loss and lr differ by orders of
+magnitude, and it draws every key on one axis). Given a work dir, the newest
+run (latest timestamp folder with a scalars.json) is plotted; a run folder or
+the scalars.json itself may be given instead.
 
     python tools/plot_curves.py work_dirs/demo_r18 --out curves.png
 """
 import argparse
 import glob
-import json
+import importlib.util
 import os.path as osp
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+import mmpretrain  # noqa: E402
+from mmpretrain.utils import load_json_log  # noqa: E402
 
 SCALARS = osp.join('vis_data', 'scalars.json')
+ANALYZE_LOGS = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
+                        'analysis_tools', 'analyze_logs.py')
 
 
 def find_scalars(path: str) -> str:
@@ -38,48 +47,48 @@ def find_scalars(path: str) -> str:
     return runs[-1]
 
 
-def read_scalars(path: str) -> List[dict]:
-    """The logged records (training iterations only) of a scalars.json."""
-    records = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                records.append(json.loads(line))
-    return [record for record in records if 'iter' in record and 'lr' in record]
-
-
-def series(records: Sequence[dict], key: str):
-    """(iterations, values) of ``key`` where it was logged."""
-    points = [(record['iter'], record[key]) for record in records if key in record]
-    return [p[0] for p in points], [p[1] for p in points]
+def analyze_logs():
+    """mmpretrain's analyze_logs.py (a script in its package, not a module)."""
+    if not osp.isfile(ANALYZE_LOGS):
+        raise FileNotFoundError(
+            f'mmpretrain {mmpretrain.__version__} has no {ANALYZE_LOGS}; '
+            'install mmpretrain from PyPI (its wheel ships tools/ in .mim/)')
+    spec = importlib.util.spec_from_file_location('mmpretrain_analyze_logs',
+                                                  ANALYZE_LOGS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def plot_curves(path: str, out: str = 'curves.png',
                 keys: Sequence[str] = ('loss', 'lr')) -> Dict[str, tuple]:
-    """Plot ``keys`` against the iteration, one panel each; returns the series."""
+    """Plot ``keys``, one panel each, with mmpretrain's ``plot_curve_helper``;
+    returns the plotted (x, y) of each key."""
     scalars = find_scalars(path)
-    records = read_scalars(scalars)
-    data = {key: series(records, key) for key in keys}
-    missing = [key for key, (iters, _) in data.items() if not iters]
-    if missing:
-        raise ValueError(f'{scalars} logs no {missing} (keys logged: '
-                         f'{sorted({k for r in records for k in r})})')
-    figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), dpi=80)
-    axes = [axes] if len(keys) == 1 else list(axes)
-    for axis, key in zip(axes, keys):
-        iters, values = data[key]
-        axis.plot(iters, values, marker='.' if len(iters) < 30 else None)
-        axis.set_xlabel('iteration')
-        axis.set_title(key)
-        axis.grid(alpha=0.3)
-        if key == 'lr':
-            axis.ticklabel_format(axis='y', style='sci', scilimits=(-2, 2))
-    run = osp.basename(osp.dirname(osp.dirname(osp.abspath(scalars))))
-    figure.suptitle(f'run {run}', fontsize=10)
-    figure.tight_layout()
-    figure.savefig(out)
-    plt.close(figure)
+    log_dict = load_json_log(scalars)
+    helper = analyze_logs()
+    settings = argparse.Namespace(json_logs=[scalars])
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2),
+                                dpi=80, squeeze=False)
+    data = {}
+    try:
+        for axis, key in zip(axes[0], keys):
+            plt.sca(axis)
+            helper.plot_curve_helper([log_dict], [key], settings, [key])
+            line = axis.get_lines()[-1]
+            data[key] = (list(line.get_xdata()), list(line.get_ydata()))
+            axis.set_title(key)
+            axis.grid(alpha=0.3)
+            if key == 'lr':
+                axis.ticklabel_format(axis='y', style='sci', scilimits=(-2, 2))
+        run = osp.basename(osp.dirname(osp.dirname(osp.abspath(scalars))))
+        figure.suptitle(f'run {run}', fontsize=10)
+        figure.tight_layout()
+        figure.savefig(out)
+    except ValueError as error:  # mmpretrain's: a key the log lacks, and the keys it has
+        raise ValueError(f'{scalars}: {error}') from None
+    finally:
+        plt.close(figure)
     return data
 
 
@@ -88,7 +97,8 @@ def parse_args(argv=None):
     parser.add_argument('path', help='work dir (newest run), run folder or scalars.json')
     parser.add_argument('--out', default='curves.png', help='the PNG to write')
     parser.add_argument('--keys', nargs='+', default=['loss', 'lr'],
-                        help='logged scalars to plot (default: loss lr)')
+                        help='logged scalars to plot (default: loss lr; '
+                        'validation metrics such as accuracy/top1 too)')
     return parser.parse_args(argv)
 
 

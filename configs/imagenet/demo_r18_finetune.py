@@ -53,7 +53,10 @@ val_dataloader = dict(
                  split='val', pipeline=demo_val_pipeline))
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(optimizer=dict(lr=0.02))
+# mmpretrain's ResNet.get_layer_depth has no ResNet-18: the official rule
+# with R50's block groups (spark_mm/classification/layer_decay.py)
+optim_wrapper = dict(optimizer=dict(lr=0.02),
+                     constructor='ResNetClsLayerDecayOptimWrapperConstructor')
 param_scheduler = [
     dict(type='SparKWarmupCosineLR', warmup=warmup_epochs, by_epoch=True,
          begin=0, end=max_epochs, convert_to_iter_based=True)]

@@ -12,17 +12,14 @@ demo_pipeline = [
     dict(type='CenterCrop', crop_size=64),
     dict(type='PackInputs'),
 ]
-model = dict(backbone=dict(depth=18), num_classes=4, k=10)
 test_dataloader = dict(
     batch_size=16, num_workers=0, persistent_workers=False,
     dataset=dict(_delete_=True, type='SparKDemoLabelledImages', root=data_root,
                  split='val', pipeline=demo_pipeline))
 test_evaluator = dict(type='Accuracy', topk=(1, ))
-custom_hooks = [
-    dict(type='KNNBankHook', dataloader=dict(
+model = dict(
+    backbone=dict(depth=18), num_classes=4, k=10,
+    prototype=dict(
         batch_size=16, num_workers=0,
-        sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
-        dataset=dict(type='SparKDemoLabelledImages', root=data_root,
-                     split='train', pipeline=demo_pipeline))),
-    dict(type='NanGuardHook'), dict(type='StepSeedHook'),
-    dict(type='PreemptionHook')]  # as the base's
+        dataset=dict(_delete_=True, type='SparKDemoLabelledImages',
+                     root=data_root, split='train', pipeline=demo_pipeline)))

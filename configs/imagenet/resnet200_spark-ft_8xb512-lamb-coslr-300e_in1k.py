@@ -12,3 +12,6 @@ model = dict(backbone=dict(
     init_cfg=dict(type='spark_mm.CheckedPretrained',
                   checkpoint='work_dirs/r200_pretrain/backbone.pth')))
 sync_bn = 'torch'
+# TIMMBackbone has no get_layer_depth: the same official rule by parameter
+# name (spark_mm/classification/layer_decay.py)
+optim_wrapper = dict(constructor='ResNetClsLayerDecayOptimWrapperConstructor')

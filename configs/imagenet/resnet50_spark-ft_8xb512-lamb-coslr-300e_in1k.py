@@ -57,10 +57,12 @@ optim_wrapper = dict(
                    weight_decay=0.02, betas=(0.9, 0.999), eps=1e-6,
                    bias_correction=False, always_adapt=True,
                    max_grad_norm=1e7),
-    # lr x 0.7 ** (N + 1 - layer id), N = 6 for R50; no weight decay on 1-D
-    # parameters and biases (spark_mm/classification/layer_decay.py)
-    constructor='ResNetClsLayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=0.7))
+    # lr x 0.7 ** (N + 1 - layer id), N = 6 for R50 (mmpretrain's
+    # ResNet.get_layer_depth is the official rule); no weight decay on 1-D
+    # parameters and biases
+    constructor='LearningRateDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=0.7, flat_decay_mult=0.0,
+                       bias_decay_mult=0.0))
 
 # lr_decay.py lr_wd_annealing, per iteration: 0.005 -> 1 x lr linearly over the
 # warm-up, then cosine to 0.001 x lr at the last iteration; weight decay fixed.

@@ -8,12 +8,6 @@
 # on a subset, give the bank dataset indices=N.
 _base_ = ['_base_/finetune_runtime.py', '_base_/imagenet_finetune.py']
 
-model = dict(
-    type='KNNClassifier',
-    backbone=dict(type='ResNet', depth=50, out_indices=(3, )),
-    neck=dict(type='GlobalAveragePooling'),
-    num_classes=1000, k=20, temperature=0.07)
-
 knn_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
@@ -27,17 +21,19 @@ test_dataloader = dict(
     dataset=dict(type='ImageNet', data_root='data/imagenet', split='val',
                  pipeline=knn_pipeline))
 test_evaluator = dict(type='Accuracy', topk=(1, 5))
-# The list replaces the runtime's: its safety hooks are stated again (they act
-# on training only, so a test run never calls them; kept so that every config
-# states the same hooks).
-custom_hooks = [
-    dict(type='KNNBankHook', dataloader=dict(
+# The bank (mmpretrain's retriever prototype): ImageNet-1k train with the test
+# pipeline, collected over all ranks before the first test batch; round_up=False
+# so that no image is counted twice.
+model = dict(
+    type='KNNClassifier',
+    backbone=dict(type='ResNet', depth=50, out_indices=(3, )),
+    neck=dict(type='GlobalAveragePooling'),
+    num_classes=1000, k=20, temperature=0.07,
+    prototype=dict(
         batch_size=128, num_workers=8,
         sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
         dataset=dict(type='ImageNet', data_root='data/imagenet', split='train',
-                     pipeline=knn_pipeline))),
-    dict(type='NanGuardHook'), dict(type='StepSeedHook'),
-    dict(type='PreemptionHook')]
+                     pipeline=knn_pipeline)))
 # nothing to train or validate
 train_dataloader = None
 train_cfg = None

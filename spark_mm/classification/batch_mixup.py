@@ -7,15 +7,21 @@ Beta(cutmix_alpha)) else by mixup (lambda ~ Beta(mixup_alpha)); every image
 is mixed with the image at the mirrored position of the batch (``x.flip(0)``);
 the CutMix box is a square-ratio box of side ``sqrt(1 - lambda)`` around a
 uniform centre, clipped to the image, and lambda is corrected to the area
-actually kept. mmpretrain's ``Mixup``/``CutMix`` pair images by a random
-permutation instead; this augment keeps the official pairing and draws its
-random numbers (numpy) in the official order. Label smoothing is the loss's
-(``LabelSmoothLoss``, mode 'original': the same target as the official one).
+actually kept (mmpretrain's ``CutMix.cutmix_bbox_and_lam``, the same rule).
+Label smoothing is the loss's (``LabelSmoothLoss``, mode 'original': the same
+target as the official one).
+
+Kept over mmpretrain's ``RandomBatchAugment([Mixup, CutMix])``, which mixes by
+the same distributions but pairs images by ``torch.randperm`` and draws its
+numpy numbers in another order: this one equals the official mixup draw for
+draw (tests/test_classification.py), so a run can be compared with the
+official one batch by batch.
 """
 from typing import Tuple
 
 import numpy as np
 import torch
+from mmpretrain.models.utils.batch_augments import CutMix
 from mmpretrain.registry import BATCH_AUGMENTS
 
 from ..errors import SparKInputError
@@ -36,6 +42,8 @@ class SparKBatchMixup:
                                   'cutmix_alpha > 0')
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.prob, self.switch_prob = prob, switch_prob
+        # only its box rule is used: lambda is drawn by draw() below
+        self.cutmix = CutMix(alpha=1.0, correct_lam=True)
 
     def draw(self) -> Tuple[float, bool]:
         """(lambda, use CutMix) for one batch; lambda 1 means no mixing."""
@@ -48,18 +56,6 @@ class SparKBatchMixup:
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
         return float(np.random.beta(alpha, alpha)), use_cutmix
 
-    @staticmethod
-    def cutmix_box(height: int, width: int, lam: float):
-        """(top, bottom, left, right) of the pasted box, and the lambda of the
-        area kept."""
-        side = np.sqrt(1.0 - lam)
-        box_h, box_w = int(height * side), int(width * side)
-        cy, cx = np.random.randint(0, height), np.random.randint(0, width)
-        top, bottom = np.clip([cy - box_h // 2, cy + box_h // 2], 0, height)
-        left, right = np.clip([cx - box_w // 2, cx + box_w // 2], 0, width)
-        kept = 1.0 - (bottom - top) * (right - left) / float(height * width)
-        return (int(top), int(bottom), int(left), int(right)), kept
-
     def __call__(self, inputs: torch.Tensor, scores: torch.Tensor
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         """inputs (B, C, H, W), one-hot scores (B, num_classes)."""
@@ -69,8 +65,9 @@ class SparKBatchMixup:
             return inputs, scores
         partner = inputs.flip(0)
         if use_cutmix:
-            (top, bottom, left, right), lam = self.cutmix_box(
-                inputs.shape[-2], inputs.shape[-1], lam)
+            (top, bottom, left, right), lam = self.cutmix.cutmix_bbox_and_lam(
+                tuple(inputs.shape[-2:]), lam)
+            lam = float(lam)
             inputs = inputs.clone()
             inputs[..., top:bottom, left:right] = \
                 partner[..., top:bottom, left:right]

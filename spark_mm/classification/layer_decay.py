@@ -1,11 +1,12 @@
-"""Layer-wise learning-rate decay of SparK's ImageNet fine-tuning (ResNet).
+"""Layer-wise lr decay of SparK's ImageNet fine-tuning for the ResNets mmpretrain cannot place.
 
-The official ``downstream_imagenet`` rule on mmpretrain classifiers: the
-mechanism of :class:`~spark_mm.engine.layer_decay.ResNetLayerDecayOptimWrapperConstructor`
-(lr ``base_lr * decay_rate ** (N + 1 - layer_id)``) with the official
-fine-tuning block groups (:func:`resnet_cls_layer_ids`) and weight-decay
-groups. Registered in spark_mm's registry when configs import
-``spark_mm.classification``.
+mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` with ``ResNet.get_layer_depth``
+(``flat_decay_mult=0``, ``bias_decay_mult=0``) is the official ``downstream_imagenet``
+rule for ResNet-50/101/152 and the recipes use it; it lacks only ResNet-18/34 (its
+``get_layer_depth`` raises for depths outside the official table) and timm's ResNet-200
+through ``TIMMBackbone`` (no ``get_layer_depth``): this constructor is mmpretrain's with
+the layer ids of :func:`resnet_cls_layer_ids` for those. Registered in spark_mm's
+registry when configs import ``spark_mm.classification``.
 """
 import math
 import re
@@ -13,8 +14,8 @@ from collections import defaultdict
 from typing import Dict, List, Tuple
 
 import torch.nn as nn
+from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
 
-from ..engine.layer_decay import ResNetLayerDecayOptimWrapperConstructor
 from ..errors import SparKInputError
 from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
 
@@ -72,33 +73,35 @@ def resnet_cls_layer_ids(param_names: List[str], prefix: str = 'backbone.'
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ResNetClsLayerDecayOptimWrapperConstructor(
-        ResNetLayerDecayOptimWrapperConstructor):
-    """SparK's ImageNet fine-tuning groups (official ``downstream_imagenet``).
+        LearningRateDecayOptimWrapperConstructor):
+    """mmpretrain's layer-decay constructor with :func:`resnet_cls_layer_ids`.
 
-    lr ``base_lr * decay_rate ** (N + 1 - layer_id)`` with the layer ids of
-    :func:`resnet_cls_layer_ids`; weight decay as the official
-    ``lr_decay.get_param_groups``: none on 1-D parameters (norms, biases) and
-    on every ``*.bias``, the optimizer's weight decay on the rest.
-    ``paramwise_cfg``: ``layer_decay_rate`` (mmpretrain's key; 0.7 for R50,
-    0.8 for R101-R200 in the official table).
+    lr ``base_lr * layer_decay_rate ** (N + 1 - layer_id)``; weight decay as
+    the official ``lr_decay.get_param_groups``: none on 1-D parameters and
+    biases (``flat_decay_mult`` and ``bias_decay_mult`` default to 0 here),
+    the optimizer's on the rest. ``paramwise_cfg.layer_decay_rate`` is
+    required (official: 0.7 for R50, 0.8 for R101-R200).
     """
 
-    log_title = 'ResNet (ImageNet fine-tuning) layer-wise lr decay'
-    rate_key = 'layer_decay_rate'
-
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict = None):
-        if self.rate_key not in (paramwise_cfg or {}):
+        paramwise_cfg = dict(paramwise_cfg or {})
+        if 'layer_decay_rate' not in paramwise_cfg:
             raise SparKInputError(
                 'ResNetClsLayerDecayOptimWrapperConstructor needs '
                 'paramwise_cfg.layer_decay_rate (official: 0.7 for '
                 'ResNet-50, 0.8 for ResNet-101/152/200)')
+        paramwise_cfg.setdefault('flat_decay_mult', 0.0)
+        paramwise_cfg.setdefault('bias_decay_mult', 0.0)
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
-    def layer_ids(self, names: List[str]) -> Tuple[Dict[str, int], int]:
-        return resnet_cls_layer_ids(names)
+    def add_params(self, params: List[dict], module: nn.Module,
+                   prefix: str = '', get_layer_depth=None, **kwargs) -> None:
+        if get_layer_depth is None:
+            layer_ids, last = resnet_cls_layer_ids(
+                [name for name, _ in module.named_parameters(remove_duplicate=False)])
 
-    def decay_kind(self, name: str, param: nn.Parameter,
-                   is_norm: bool) -> Tuple[str, float]:
-        if param.ndim == 1 or name.endswith('.bias'):
-            return 'no_decay', 0.0
-        return 'decay', 1.0
+            # mmpretrain scales by rate ** (max_id - layer_id - 1)
+            def get_layer_depth(name):
+                return layer_ids[name], last + 2
+        super().add_params(params, module, prefix=prefix,
+                           get_layer_depth=get_layer_depth, **kwargs)

@@ -23,9 +23,9 @@ stem ``decay_rate ** (N + 1)``. For ResNet-50 (6 blocks in ``layer3``) N = 5
 and for ResNet-101 (23 blocks) N = 11, exactly the official values; other
 depths follow the same rule (R18: N = 4, R152: N = 15).
 
-``ResNetClsLayerDecayOptimWrapperConstructor``
-(:mod:`spark_mm.classification.layer_decay`) is the same mechanism with the
-official ImageNet fine-tuning rule (``downstream_imagenet``).
+The ImageNet fine-tuning rule (``downstream_imagenet``) is mmpretrain's
+``LearningRateDecayOptimWrapperConstructor`` (see
+:mod:`spark_mm.classification.layer_decay`).
 
 Weight decay (detection) follows Detectron2's defaults, which the official recipe keeps:
 0 for the parameters of normalization layers (``norm_decay_mult=0``), the base

@@ -10,6 +10,12 @@ Official ``pretrain/utils/lr_control.py`` (``lr_wd_annealing``), at iteration
 
 Both are mmengine parameter schedulers, so configs state them in epochs with
 ``convert_to_iter_based=True`` and resuming continues the same curve.
+
+Kept over mmengine's ``LinearLR`` + ``CosineAnnealingLR(eta_min_ratio=1e-3)`` +
+``CosineAnnealingParamScheduler('weight_decay')``: those give the official curve
+(5e-13 relative over 499,200 iterations) only stated in iterations (warm-up
+``end=W+1``, ``T_max=T-1-W``), which an epoch-based config cannot write without
+its epoch length; stated in epochs they miss it by 8e-3 (tests/test_schedulers.py).
 """
 import math
 

@@ -55,7 +55,7 @@ def load_tool_config(args) -> Config:
     ``args.config`` with ``args.cfg_options`` merged, ``--data-root`` (or
     ``data_root`` in ``cfg_options``) applied to every dataset path, the
     annotation file's class names used, the schedule stretched to a
-    ``max_epochs`` set on the command line, and ``cfg.launcher`` set;
+    ``max_epochs`` or ``max_iters`` set on the command line, and ``cfg.launcher`` set;
     ``work_dir`` is ``args.work_dir``, else the config's, else
     ``./work_dirs/<config file name>``. A single-process run (launcher
     ``none``) turns SyncBN into BN and logs how many places changed; without
@@ -66,10 +66,10 @@ def load_tool_config(args) -> Config:
     data_root = (args.cfg_options or {}).pop('data_root', None)
     data_root = getattr(args, 'data_root', None) or data_root
     cfg = Config.fromfile(args.config)
-    config_max_epochs = (cfg.get('train_cfg') or {}).get('max_epochs')
+    config_train_cfg = dict(cfg.get('train_cfg') or {})
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-        fit_schedule_to_run_length(cfg, config_max_epochs, args.cfg_options)
+        fit_schedule_to_run_length(cfg, config_train_cfg, args.cfg_options)
     if data_root is not None:
         set_data_root(cfg, data_root)
     use_annotation_classes(cfg)
