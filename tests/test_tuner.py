@@ -55,13 +55,35 @@ def test_choice_is_the_fastest_and_never_slower_than_plain(costs, expected, tmp_
     assert tuner.report() == [('layer', 'op | (1, 2) | cpu', expected)]
 
 
+def test_a_burst_of_load_does_not_decide(tmp_path):
+    """Another process loads the machine for as many runs as there are
+    candidates: measured one candidate after the other, that burst would
+    cover every run of ``rows`` and make it look slower than ``plain``."""
+    clock, calls = FakeClock(), []
+    costs = dict(plain=2.0, rows=1.0)
+    burst = range(4, 6)  # the 5th and 6th runs (of 6) take 3x as long
+
+    def loaded(name):
+        def run():
+            start = clock.now
+            out = candidates(clock, {name: costs[name]}, calls)[name]()
+            if len(calls) - 1 in burst:
+                clock.now += 2 * (clock.now - start)
+            return out
+        return run
+    tuner = Tuner(cache_file='', timer=clock, repeats=2)
+    assert tuner.choose('a', 'op', (4, ), {n: loaded(n) for n in costs}, CPU) == 'rows'
+    assert tuner.timings['op | (4,) | cpu'] == costs
+
+
 def test_choice_is_measured_once_and_cached_per_machine(tmp_path):
     clock, calls = FakeClock(), []
     path = str(tmp_path / 'cache.json')
     tuner = Tuner(cache_file=path, timer=clock, repeats=2)
     costs = dict(plain=2.0, rows=1.0)
     assert tuner.choose('a', 'op', (4, ), candidates(clock, costs, calls), CPU) == 'rows'
-    assert calls == ['plain'] * 3 + ['rows'] * 3  # a warm-up and two timed runs
+    # A warm-up each, then two timed runs each, taking turns.
+    assert calls == ['plain', 'rows'] + ['plain', 'rows'] * 2
     calls.clear()
     assert tuner.choose('b', 'op', (4, ), candidates(clock, costs, calls), CPU) == 'rows'
     assert calls == []  # the same shape: no new measurement

@@ -193,19 +193,21 @@ class Tuner:
         return best if times[best] < times[plain] else plain
 
     def _time_each(self, candidates, device, modules) -> Dict[str, float]:
-        times = {}
+        """Minimum seconds of each candidate over ``repeats`` runs after a
+        warm-up. The candidates take turns run by run, so that a burst of
+        load from other processes cannot fall on all runs of one of them."""
+        runs = {name: [] for name in candidates}
         with _RestoredState(modules, device):
-            for name, candidate in candidates.items():
+            for candidate in candidates.values():
                 _run_once(candidate)  # warm-up: allocations, kernel selection
-                runs = []
-                for _ in range(self.repeats):
+            for _ in range(self.repeats):
+                for name, candidate in candidates.items():
                     _synchronize(device)
                     start = self.timer()
                     _run_once(candidate)
                     _synchronize(device)
-                    runs.append(self.timer() - start)
-                times[name] = min(runs)
-        return times
+                    runs[name].append(self.timer() - start)
+        return {name: min(seconds) for name, seconds in runs.items()}
 
     # ---- the cache file ---------------------------------------------------
     def _path(self, device) -> Optional[str]:
