@@ -310,14 +310,16 @@ def test_benchmark_tool_prints_ratios(tmp_path):
            '--config', os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py'),
            '--batch', '2', '--size', '64', '--decoder-width', '64',
            '--iters', '1', '--warmup', '1', '--channels-last',
+           '--candidates', 'ours', 'dense', 'decoder', 'mmpretrain', '--retune',
            '--parallel-memory', '--cfg-options',
            'model.fast_path.compact_saved_maps=False']
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    for name in ('ours', 'dense', 'mmpretrain'):
+    for name in ('ours', 'dense', 'decoder', 'mmpretrain'):
         assert any(line.startswith(name) for line in out.splitlines()), out
+
     assert 'ratio step time ours/mmpretrain:' in out, out
     assert 'ratio step time ours/dense:' in out, out
     assert 'ratio peak memory ours/mmpretrain:' in out, out
@@ -330,6 +332,8 @@ def test_benchmark_config_takes_cfg_options():
     config = os.path.join(ROOT, 'configs', 'spark', 'r50_pretrain.py')
     cfg = load_config(config, 512, {'model.fast_path.compact_saved_maps': False,
                                     'model.mask_ratio': 0.75})
+    assert not cfg.model.fast_path.get('tuner', {}).get('refresh')
+    assert load_config(config, 512, retune=True).model.fast_path.tuner.refresh is True
     assert cfg.model.fast_path.compact_saved_maps is False
     assert cfg.model.mask_ratio == 0.75 and cfg.model.neck.width == 512
     assert cfg.model.backbone.norm_cfg.type == 'BN'  # one process

@@ -95,6 +95,13 @@ def test_choice_is_measured_once_and_cached_per_machine(tmp_path):
     flipped = dict(plain=1.0, rows=2.0)
     assert fresh.choose('a', 'op', (4, ), candidates(clock, flipped, calls), CPU) == 'rows'
     assert calls == []
+    # refresh=True measures again and overwrites the cached choice.
+    refreshed = Tuner(cache_file=path, timer=clock, refresh=True)
+    assert refreshed.choose('a', 'op', (4, ), candidates(clock, flipped, calls), CPU) == 'plain'
+    assert calls and set(calls) == {'plain', 'rows'}
+    calls.clear()
+    with open(path) as f:
+        assert json.load(f) == {'op | (4,) | cpu': 'plain'}
     # A corrupt file is measured again and rewritten.
     with open(path, 'w') as f:
         f.write('{not json')

@@ -129,16 +129,19 @@ class Tuner:
         repeats: timed runs per candidate after one warm-up; the minimum counts.
         fixed: operation -> candidate name, taken whatever the mode (to pin
             one, e.g. ``{'ResNet stage': 'maps'}``).
+        refresh: measure again what the cache file holds, and overwrite it
+            (after a change of load, BIOS settings or libraries that the
+            cache key does not see).
     """
 
     def __init__(self, mode: str = 'measure', cache_file: Optional[str] = None,
                  timer: Callable[[], float] = time.perf_counter, repeats: int = 2,
-                 fixed: Optional[Dict[str, str]] = None):
+                 fixed: Optional[Dict[str, str]] = None, refresh: bool = False):
         if mode not in MODES:
             raise ValueError(f'tuner mode must be one of {MODES}, not {mode!r}')
         self.mode, self.cache_file, self.timer = mode, cache_file, timer
         self.fixed = dict(fixed or {})
-        self.repeats = repeats
+        self.repeats, self.refresh = repeats, refresh
         self.choices: Dict[str, str] = {}   # key -> chosen candidate
         self.timings: Dict[str, Dict[str, float]] = {}  # key -> seconds each
         self.layers: Dict[str, str] = {}    # layer name -> key
@@ -173,7 +176,8 @@ class Tuner:
         distributed = (dist.is_available() and dist.is_initialized()
                        and dist.get_world_size() > 1)
         main = not distributed or dist.get_rank() == 0
-        cached = self._read_cache(device).get(key) if main else None
+        cached = (self._read_cache(device).get(key)
+                  if main and not self.refresh else None)
         if distributed:
             cached = _from_rank_zero(cached)
         if cached in candidates:
