@@ -25,6 +25,7 @@ from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
 from spark_mm.registry import MODELS, PARAM_SCHEDULERS
+from _official_schedule import official_lr_wd
 
 SIZE, WIDTH, BATCH = 96, 256, 4  # a 3x3 patch grid: 4 visible, 5 masked
 FLOAT64 = dict(rel=1e-9)
@@ -298,18 +299,6 @@ def test_weight_decay_groups_are_the_official_ones(config):
 
 
 # ---- the per-iteration schedule: official lr_wd_annealing ----------------------------
-def official_lr_wd(peak_lr, wd, wd_end, cur_it, wp_it, max_it):
-    """pretrain/utils/lr_control.py lr_wd_annealing, as a function."""
-    wp_it = round(wp_it)
-    if cur_it < wp_it:
-        lr = 0.005 * peak_lr + 0.995 * peak_lr * cur_it / wp_it
-    else:
-        ratio = (cur_it - wp_it) / (max_it - 1 - wp_it)
-        lr = 0.001 * peak_lr + 0.999 * peak_lr * (0.5 + 0.5 * math.cos(math.pi * ratio))
-    ratio = cur_it / (max_it - 1)
-    return lr, wd_end + (wd - wd_end) * (0.5 + 0.5 * math.cos(math.pi * ratio))
-
-
 def test_schedule_is_the_official_per_iteration_formula():
     cfg = Config.fromfile('configs/spark/ablations/convnext_s_800e.py')
     epochs, warmup, iters_per_epoch = 10, 3, 7

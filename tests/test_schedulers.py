@@ -13,22 +13,11 @@ from mmengine.optim.scheduler import (CosineAnnealingLR,
 
 import spark_mm  # noqa: F401  (registers the schedulers)
 from spark_mm.registry import PARAM_SCHEDULERS
+from _official_schedule import official_lr_wd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEAK, WD, WD_END = 2.4e-3, 0.04, 0.2
 LR_SCALES = (1.0, 0.7**3, 0.5)  # per group; the middle group has no decay
-
-
-def official_lr_wd(peak, wd, wd_end, it, warmup_its, total_its):
-    """keyu-tian/SparK pretrain/utils/lr_control.py lr_wd_annealing (the
-    fine-tuning's downstream_imagenet/lr_decay.py has the same lr), restated."""
-    if it < warmup_its:
-        lr = 0.005 * peak + 0.995 * peak * it / warmup_its
-    else:
-        ratio = (it - warmup_its) / (total_its - 1 - warmup_its)
-        lr = 0.001 * peak + 0.999 * peak * (0.5 + 0.5 * math.cos(math.pi * ratio))
-    ratio = it / (total_its - 1)
-    return lr, wd_end + (wd - wd_end) * (0.5 + 0.5 * math.cos(math.pi * ratio))
 
 
 def optimizer_with_groups():
