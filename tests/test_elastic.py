@@ -113,7 +113,6 @@ def test_group_restarted_after_a_sigkill_ends_with_the_uninterrupted_weights(
         _dist_train(_killed_config(tmp_path), 2, work_dir, demo_data),
         _env(PORT=free_port(), MAX_RESTARTS='1'), TIMEOUT, cwd=ROOT)
     assert status == 0, output[-3000:]
-    assert 'failed (exitcode: -9) local_rank: 1' in output, output[-3000:]
     resumed = ('torchrun restarted the group: resuming from '
                f'{work_dir}/epoch_1.pth, the last checkpoint of this launch')
     assert output.count(resumed) == 2, output[-3000:]  # both ranks
