@@ -137,7 +137,7 @@ def test_two_nodes_of_one_process_train_like_one_node_of_two(
     with contextlib.ExitStack() as stack:
         nodes = [stack.enter_context(launched(
             command, _env(PORT=port, NNODES='2', NODE_RANK=str(rank),
-                          MASTER_ADDR='localhost', RDZV_BACKEND=rendezvous),
+                          RDZV_BACKEND=rendezvous),
             cwd=ROOT, stdout=stack.enter_context(open(log, 'w')),
             stderr=subprocess.STDOUT)) for rank, log in enumerate(logs)]
         statuses = [node.wait(timeout=TIMEOUT) for node in nodes]
