@@ -57,7 +57,11 @@ def checkpoint_of_this_launch(work_dir: str):
     pointer = osp.join(work_dir, POINTER)
     if not launched_by_torchrun() or not osp.isfile(pointer):
         return None
-    if os.stat(pointer).st_mtime <= agent_start_time():
+    try:
+        written_before_launch = os.stat(pointer).st_mtime <= agent_start_time()
+    except OSError:  # no /proc (macOS): only this node's restarts are known
+        written_before_launch = int(os.environ.get(RESTART_COUNT, 0)) == 0
+    if written_before_launch:
         return None
     with open(pointer) as file:
         return file.read().strip() or None
