@@ -24,7 +24,7 @@ from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
 from spark_mm.engine.work_dir import claim_work_dir
 from spark_mm.errors import SparKInputError
 
-from _process_tree import launched, run_to_end
+from _launch import launched, run_to_end
 from _reliability import (DEMO_CONFIG, ROOT, as_cli,  # noqa: F401
                           assert_same_weights_and_optimizer, demo_data,
                           free_port, tiny_options)
