@@ -135,7 +135,6 @@ RESTART_LOCK_WAIT_S = 30
 
 
 def train(cfg):
-    check_restart_store()
     check_data_roots(cfg)
     check_backbone_files(cfg)  # missing: one line naming the command that writes it
     # held while the run lasts (closed on any exit): a second run is refused
@@ -176,6 +175,7 @@ def main():
     args = parse_args()
     allow_mmengine_checkpoints()  # torch >= 2.6 loads with weights_only=True
     try:
+        check_restart_store()  # before anything is read: the group cannot form
         cfg = build_config(args)
         require_mmcv_cuda_ops(cfg)  # CPU-only mmcv ops on a GPU: one line, exit 1
         train(cfg)
