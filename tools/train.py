@@ -12,7 +12,9 @@ before it is saved, each step is seeded from (seed, rank, step) so that
 bad input (config, data, checkpoint) ends with one line instead of a traceback.
 Cluster life (docs/cluster.md): SIGTERM/SIGUSR1 (PreemptionHook) save the
 current iteration and exit 75 for a requeue; ``--resume`` on an empty work dir
-starts fresh; the work dir is locked against a second run.
+starts fresh; the work dir is locked against a second run; a group that
+torchrun restarts (``--max-restarts``, tools/dist_train.sh's MAX_RESTARTS)
+resumes from the last checkpoint this launch wrote.
 """
 import argparse
 import contextlib
@@ -38,6 +40,8 @@ from spark_mm.engine.preemption import (  # noqa: E402
 from spark_mm.engine.work_dir import claim_work_dir  # noqa: E402
 from spark_mm.errors import SparKInputError, one_line_message  # noqa: E402
 from tools.common.backbone_files import check_backbone_files  # noqa: E402
+from tools.common.elastic_restart import (  # noqa: E402
+    check_restart_store, checkpoint_of_this_launch, launched_by_torchrun)
 from tools.common.mmcv_ops_check import require_mmcv_cuda_ops  # noqa: E402
 from tools.common.quiet_logs import quiet_param_logs  # noqa: E402
 from tools.common.run_config import (  # noqa: E402
@@ -93,6 +97,12 @@ def build_config(args) -> Config:
         enable_amp(cfg)
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg, args.config)
+    restarted_after = checkpoint_of_this_launch(cfg.work_dir)
+    if restarted_after is not None:
+        print_log(f'torchrun restarted the group: resuming from '
+                  f'{restarted_after}, the last checkpoint of this launch',
+                  logger='current')
+        args.resume = 'auto'
     if args.resume == 'auto' and find_latest_checkpoint(cfg.work_dir) is None:
         print_log(f'--resume: nothing to resume in {cfg.work_dir} (no '
                   'checkpoint yet); starting fresh', logger='current')
@@ -119,11 +129,17 @@ def launched_rank() -> int:
     return int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
 
 
+# how long a group that torchrun restarted waits for the stopped group's
+# data-loader workers to let go of the work-dir lock
+RESTART_LOCK_WAIT_S = 30
+
+
 def train(cfg):
     check_data_roots(cfg)
     check_backbone_files(cfg)  # missing: one line naming the command that writes it
     # held while the run lasts (closed on any exit): a second run is refused
-    claimed = claim_work_dir(cfg.work_dir) if launched_rank() == 0 \
+    wait_s = RESTART_LOCK_WAIT_S if launched_by_torchrun() else 0
+    claimed = claim_work_dir(cfg.work_dir, wait_s) if launched_rank() == 0 \
         else contextlib.nullcontext()
     with claimed:
         run_training(cfg)
@@ -159,6 +175,7 @@ def main():
     args = parse_args()
     allow_mmengine_checkpoints()  # torch >= 2.6 loads with weights_only=True
     try:
+        check_restart_store()  # before anything is read: the group cannot form
         cfg = build_config(args)
         require_mmcv_cuda_ops(cfg)  # CPU-only mmcv ops on a GPU: one line, exit 1
         train(cfg)
