@@ -27,14 +27,17 @@ loop, from (seed, pass, batch position, sample index) in an iteration-based
 one. The same image gets the same crop and flip whatever the worker count,
 persistent or not, and whether the run was interrupted or not.
 
-An iteration-based loop's data iterator is made when the loop is built, and
-with workers it starts prefetching then, taking batches from the samplers.
-mmengine's ``InfiniteSampler`` keeps one index generator for all its
-iterators, and dropping an iterator that had started closes it (``yield
-from`` passes the close on): a loader rebuilt on the same samplers would
-start where the prefetch stopped, or (once the old iterator is collected)
-get no index at all and wait forever for its first batch. So the seeded
-loader of an iteration loop draws from samplers built again from the config.
+An iteration-based loop's data iterator is made when the loop is built,
+and with workers it starts prefetching then, taking batches from the
+samplers. A loader rebuilt on those samplers would start after the prefetched
+batches, and worse: mmdet's ``AspectRatioBatchSampler`` keeps its buckets on
+the object, shared by its iterators, and yields a bucket when its length
+equals the batch size; the first iterator, suspended after yielding a full
+bucket, leaves it full, the second one overfills it and then loops forever on
+the endless ``InfiniteSampler`` (and ``InfiniteSampler``'s one index
+generator is closed for good when the first iterator is collected). So the
+seeded loader of an iteration loop draws from samplers built again from the
+config.
 """
 import copy
 import random
