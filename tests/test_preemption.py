@@ -8,6 +8,12 @@ uninterrupted run of the same seed, logging the same lr and losses at every
 later iteration. SparK's demo (epoch-based loop) and Mask R-CNN's demo
 (iteration-based loop), 1 process and 2 gloo ranks under torchrun, where only
 rank 1 gets the signal and both must stop at the same iteration.
+
+Item 3: with data workers (2, persistent or not) the resumed run still ends
+as an uninterrupted run without workers, for epoch loops (SparK's demo) and
+iteration loops (SparK's demo in an IterBasedTrainLoop, tests/_tiny_demo_iter.py,
+and the Mask R-CNN demo): each sample is seeded from its place in the data
+order (spark_mm/engine/sample_seed.py).
 """
 import glob
 import json
@@ -19,9 +25,11 @@ import subprocess
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.runner import Runner
 
 from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
 from spark_mm.engine.preemption import REQUEUE_EXIT_STATUS
+from spark_mm.engine.step_seed import StepSeedHook
 
 from _reliability import (DEMO_CONFIG, ROOT, as_cli,  # noqa: F401
                           assert_same_weights_and_optimizer, demo_data,
@@ -264,8 +272,6 @@ def _stream_samples(config, work_dir, workers, persistent, batches):
     """The first ``batches`` batches of the tiny Mask R-CNN's training
     stream after StepSeedHook.before_train, as (position, image) -> tensor.
     The loop is built first, so workers (if any) are already prefetching."""
-    from mmengine.runner import Runner
-    from spark_mm.engine.step_seed import StepSeedHook
     cfg = Config.fromfile(config)
     cfg.work_dir = str(work_dir)
     cfg.train_dataloader.update(num_workers=workers,
