@@ -22,65 +22,21 @@ from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
 
 from _coco_baselines import (CLASSES, coco_bbox_metrics,
                              ground_truth_predictions, random_box_predictions)
-from _reliability import (ROOT, assert_same_weights_and_optimizer,
+from _reliability import (assert_same_weights_and_optimizer,
                           run_straight_and_killed_then_resumed)
+from _tiny_mask_rcnn import make_tiny_coco, write_tiny_mask_rcnn
 
-DEMO = os.path.join(ROOT, 'configs', 'mask_rcnn', 'demo_r18_synthetic_coco.py')
 ITERS, SAVE_EVERY = 8, 4  # killed after iteration 4's checkpoint, resumed to 8
 
-# The demo shrunk to 64 x 80 images and 8 iterations, the lr schedule's
-# warmup and step inside them. The reliability hooks are listed here, so the
-# test holds whether or not tools/train.py adds them: atomic checkpoints, the
-# NaN guard, and per-step seeds (the RPN/R-CNN samplers and the data
-# pipeline's flips and resizes draw from the global generators).
-# Validation after iterations 3 and 6 (and 8) with precise BN before each:
-# the resumed run must replay the training batches precise BN drew at 3.
-OVERRIDES = '''
-_base_ = [{demo!r}]
-randomness = dict(seed=7)
-model = dict(backbone=dict(init_cfg=None))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomChoiceResize', scales=[(160, 64), (160, 80), (160, 96)],
-         keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-train_dataloader = dict(
-    batch_size=2,
-    num_workers={workers},
-    persistent_workers={persistent},
-    dataset=dict(data_root={data_root!r}, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root={data_root!r}))
-val_evaluator = dict(ann_file={data_root!r} + 'annotations/instances_val2017.json')
-test_cfg = None
-test_dataloader = None
-test_evaluator = None
-train_cfg = dict(max_iters={iters}, val_interval=3)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end={iters},
-         milestones=[6], gamma=0.5)
-]
-log_processor = dict(by_epoch=False, window_size=1)
-default_hooks = dict(
-    logger=dict(interval=1),
-    checkpoint=dict(type='spark_mm.AtomicCheckpointHook', by_epoch=False,
-                    interval={save_every}, max_keep_ckpts=-1))
-custom_hooks = [dict(type='PreciseBNBeforeValHook', num_iters=2),
-                dict(type='spark_mm.NanGuardHook'),
-                dict(type='spark_mm.StepSeedHook')]
-'''
-
-
-def _write_config(path, data_root, workers):
-    with open(path, 'w') as file:
-        file.write(OVERRIDES.format(
-            demo=DEMO, data_root=data_root + '/', workers=workers,
-            persistent=workers > 0, iters=ITERS, save_every=SAVE_EVERY))
-    return str(path)
+# The reliability hooks are listed here, so the test holds whether or not
+# tools/train.py or the demo config add them: atomic checkpoints (the tiny
+# config's checkpoint hook), the NaN guard, and per-step seeds (the RPN/R-CNN
+# samplers and the data pipeline's flips and resizes draw from the global
+# generators). Precise BN before each validation: the resumed run must replay
+# the training batches precise BN drew at iteration 3.
+HOOKS = ("[dict(type='PreciseBNBeforeValHook', num_iters=2), "
+         "dict(type='spark_mm.NanGuardHook'), "
+         "dict(type='spark_mm.StepSeedHook')]")
 
 
 def _train_args(config, work_dir, *extra):
@@ -102,10 +58,8 @@ def _logged(work_dir):
 def detection_killed_and_resumed(request, tmp_path_factory):
     workers = request.param
     base = tmp_path_factory.mktemp(f'det_resume_w{workers}')
-    data_root = str(base / 'coco')
-    make_synthetic_coco(data_root, num_train=8, num_val=1,
-                        image_size=(64, 80), seed=3)
-    config = _write_config(base / 'demo_tiny.py', data_root, workers)
+    config = write_tiny_mask_rcnn(base / 'demo_tiny.py', make_tiny_coco(base),
+                                  ITERS, SAVE_EVERY, workers, HOOKS)
     return run_straight_and_killed_then_resumed(
         lambda work_dir, *extra: _train_args(config, work_dir, *extra), base)
 

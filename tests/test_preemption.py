@@ -8,6 +8,12 @@ uninterrupted run of the same seed, logging the same lr and losses at every
 later iteration. SparK's demo (epoch-based loop) and Mask R-CNN's demo
 (iteration-based loop), 1 process and 2 gloo ranks under torchrun, where only
 rank 1 gets the signal and both must stop at the same iteration.
+
+Item 3: with data workers (2, persistent or not) the resumed run still ends
+as an uninterrupted run without workers, for epoch loops (SparK's demo) and
+iteration loops (SparK's demo in an IterBasedTrainLoop, tests/_tiny_demo_iter.py,
+and the Mask R-CNN demo): each sample is seeded from its place in the data
+order (spark_mm/engine/sample_seed.py).
 """
 import glob
 import json
@@ -19,18 +25,20 @@ import subprocess
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.runner import Runner
 
 from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
-from spark_mm.datasets.synthetic import make_synthetic_coco
 from spark_mm.engine.preemption import REQUEUE_EXIT_STATUS
+from spark_mm.engine.step_seed import StepSeedHook
 
 from _reliability import (DEMO_CONFIG, ROOT, as_cli,  # noqa: F401
                           assert_same_weights_and_optimizer, demo_data,
                           free_port, tiny_options)
+from _tiny_mask_rcnn import make_tiny_coco, write_tiny_mask_rcnn
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-MASK_RCNN_DEMO = os.path.join(ROOT, 'configs', 'mask_rcnn',
-                              'demo_r18_synthetic_coco.py')
+SPARK_ITER_CONFIG = os.path.join(TESTS, '_tiny_demo_iter.py')
+SPARK_ITERS = 12  # _tiny_demo_iter.py's max_iters
 SPARK_EPOCHS, SPARK_IMAGES = 3, 16
 DETECTION_ITERS = 8
 
@@ -40,44 +48,6 @@ custom_imports = dict(imports={imports!r}, allow_failed_imports=False)
 custom_hooks = {hooks!r} + [
     dict(type='spark_mm.SignalAt', at={at}, rank={rank}, signal={signal!r})]
 '''
-
-# configs/mask_rcnn/demo_r18_synthetic_coco.py shrunk to 64 x 80 images and 8
-# iterations, warmup and lr step inside them, validation (precise BN first)
-# after iteration 3 and 6.
-TINY_MASK_RCNN = '''
-_base_ = [{demo!r}]
-randomness = dict(seed=7)
-model = dict(backbone=dict(init_cfg=None))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomChoiceResize', scales=[(160, 64), (160, 80), (160, 96)],
-         keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root={data_root!r}, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root={data_root!r}))
-val_evaluator = dict(ann_file={data_root!r} + 'annotations/instances_val2017.json')
-test_cfg = None
-test_dataloader = None
-test_evaluator = None
-train_cfg = dict(max_iters={iters}, val_interval=3)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end={iters},
-         milestones=[6], gamma=0.5)
-]
-log_processor = dict(by_epoch=False, window_size=1)
-default_hooks = dict(
-    logger=dict(interval=1),
-    checkpoint=dict(type='spark_mm.AtomicCheckpointHook', by_epoch=False,
-                    interval={iters}, max_keep_ckpts=-1))
-'''
-
 
 def _env():
     return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
@@ -103,16 +73,16 @@ def _logged(work_dir):
 
 
 def preempted_then_resumed(base, config, ranks, at, signal_rank, signal,
-                           options=(), workers=0):
+                           options=(), workers=0, persistent=True):
     """An uninterrupted run beside one signalled during iteration ``at``
     (0-based) on rank ``signal_rank``, then ``--resume``d. The uninterrupted
-    run loads data in the main process; the other with ``workers``
-    (persistent) data workers."""
+    run loads data in the main process; the other with ``workers`` data
+    workers (``persistent`` or not)."""
     straight_options = list(options)
     if workers:
         options = (list(options) or ['--cfg-options']) + [
             f'train_dataloader.num_workers={workers}',
-            'train_dataloader.persistent_workers=True']
+            f'train_dataloader.persistent_workers={persistent}']
     signalled = os.path.join(base, 'signalled.py')
     stated = Config.fromfile(config).to_dict()
     imports = stated.get('custom_imports', {}).get('imports', ['spark_mm'])
@@ -216,13 +186,8 @@ def test_spark_demo_two_ranks_sigusr1_on_one_rank_stops_both(tmp_path, demo_data
 @pytest.fixture(scope='module')
 def tiny_mask_rcnn(tmp_path_factory):
     base = tmp_path_factory.mktemp('preempt_mask_rcnn')
-    data_root = str(base / 'coco') + '/'
-    make_synthetic_coco(data_root, num_train=8, num_val=1,
-                        image_size=(64, 80), seed=3)
-    config = base / 'tiny_mask_rcnn.py'
-    config.write_text(TINY_MASK_RCNN.format(
-        demo=MASK_RCNN_DEMO, data_root=data_root, iters=DETECTION_ITERS))
-    return str(config)
+    return write_tiny_mask_rcnn(base / 'tiny_mask_rcnn.py',
+                                make_tiny_coco(base), DETECTION_ITERS)
 
 
 @pytest.mark.slow
@@ -301,3 +266,79 @@ def test_spark_preempted_with_two_workers_resumes_to_the_run_without_workers(
                                   _spark_options(demo_data, 4), workers=2)
     assert_stopped_at(runs, at, 1)
     assert_same_run(runs, f'epoch_{SPARK_EPOCHS}.pth', at)
+
+
+def _stream_samples(config, work_dir, workers, persistent, batches):
+    """The first ``batches`` batches of the tiny Mask R-CNN's training
+    stream after StepSeedHook.before_train, as (position, image) -> tensor.
+    The loop is built first, so workers (if any) are already prefetching."""
+    cfg = Config.fromfile(config)
+    cfg.work_dir = str(work_dir)
+    cfg.train_dataloader.update(num_workers=workers,
+                                persistent_workers=persistent)
+    runner = Runner.from_cfg(cfg)
+    loop = runner.train_loop
+    hook, = [h for h in runner.hooks if isinstance(h, StepSeedHook)]
+    hook.before_train(runner)
+    samples = {}
+    for position in range(batches):
+        batch = next(loop.dataloader_iterator)
+        for image, sample in zip(batch['inputs'], batch['data_samples']):
+            samples[position, sample.img_path] = image
+    return samples
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('persistent', [False, True])
+def test_iteration_stream_samples_are_the_same_whatever_the_workers(
+        tmp_path, tiny_mask_rcnn, persistent):
+    """Two passes over the tiny COCO split through an iteration loop's one
+    data iterator (InfiniteSampler, AspectRatioBatchSampler): every batch
+    holds the same images, resized and flipped alike, with 0 and 2 workers;
+    and an image's two passes differ (the position is part of the seed)."""
+    batches = 2 * 8 // 2  # two passes over 8 images, 2 an iteration
+    reference = _stream_samples(tiny_mask_rcnn, tmp_path / 'w0', 0, False,
+                                batches)
+    got = _stream_samples(tiny_mask_rcnn, tmp_path / 'w2', 2, persistent,
+                          batches)
+    assert reference.keys() == got.keys()
+    for key, image in reference.items():
+        assert torch.equal(got[key], image), key
+    by_image = {}
+    for (_, path), image in reference.items():
+        by_image.setdefault(path, []).append(image)
+    assert any(len(images) == 2 and not torch.equal(*images)
+               for images in by_image.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('persistent', [False, True])
+def test_spark_iteration_loop_preempted_with_two_workers_resumes_to_the_run_without_workers(
+        tmp_path, demo_data, persistent):  # noqa: F811
+    """SparK's demo in an iteration loop (InfiniteSampler): preempted and
+    resumed with 2 workers, it ends as the uninterrupted run without workers
+    (weights, optimizer, schedulers, every lr and loss)."""
+    options = tiny_options(demo_data, images=SPARK_IMAGES, batch=4)
+    del options['train_cfg.max_epochs']
+    options['default_hooks.checkpoint.interval'] = SPARK_ITERS
+    at = random.randrange(SPARK_ITERS - 1)
+    runs = preempted_then_resumed(tmp_path, SPARK_ITER_CONFIG, 1, at, 0,
+                                  'SIGTERM', as_cli(options), workers=2,
+                                  persistent=persistent)
+    assert_stopped_at(runs, at, 1)
+    assert f'Advance dataloader {at + 1} steps' in (
+        runs['resumed'].stdout + runs['resumed'].stderr)
+    assert_same_run(runs, f'iter_{SPARK_ITERS}.pth', at)
+
+
+@pytest.mark.slow
+def test_mask_rcnn_preempted_with_two_workers_resumes_to_the_run_without_workers(
+        tmp_path, tiny_mask_rcnn):
+    """As above for the Mask R-CNN demo (InfiniteSampler and mmdet's
+    AspectRatioBatchSampler, precise BN drawing from the same stream before
+    each validation), 2 persistent workers."""
+    at = random.choice([2, 5])  # a validation follows: stop after it
+    runs = preempted_then_resumed(tmp_path, tiny_mask_rcnn, 1, at, 0,
+                                  'SIGTERM', workers=2)
+    assert_stopped_at(runs, at, 1)
+    assert_same_run(runs, f'iter_{DETECTION_ITERS}.pth', at)
