@@ -144,3 +144,21 @@ def assert_same_weights_and_optimizer(final: dict, reference: dict) -> None:
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(optimizer['state'][index][name]),
                                torch.as_tensor(value)), (index, name)
+
+
+def hold_work_dir_lock(work_dir: str, seconds: float) -> subprocess.Popen:
+    """Another process that claims ``work_dir`` (as a training run does) and
+    holds it ``seconds``; returns once it holds the lock."""
+    holder = subprocess.Popen(
+        [sys.executable, '-c',
+         'import sys, time\n'
+         'from spark_mm.engine.work_dir import claim_work_dir\n'
+         'lock = claim_work_dir(sys.argv[1])\n'
+         'print("locked", flush=True)\n'
+         'time.sleep(float(sys.argv[2]))\n', work_dir, str(seconds)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS='ignore'))
+    if holder.stdout.readline().strip() != 'locked':
+        holder.kill()
+        raise RuntimeError(f'the lock holder for {work_dir} did not start')
+    return holder

@@ -27,7 +27,7 @@ from spark_mm.errors import SparKInputError
 from _launch import launched, run_to_end
 from _reliability import (DEMO_CONFIG, ROOT, as_cli,  # noqa: F401
                           assert_same_weights_and_optimizer, demo_data,
-                          free_port, tiny_options)
+                          free_port, hold_work_dir_lock, tiny_options)
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 EPOCHS, IMAGES, BATCH = 3, 16, 2  # 2 ranks: 4 iterations per epoch
@@ -217,17 +217,8 @@ def test_only_a_checkpoint_written_after_the_agent_started_is_resumed(tmp_path):
 
 def test_work_dir_lock_waits_for_a_holder_that_is_ending(tmp_path):
     work_dir = str(tmp_path / 'work')
-    holder = subprocess.Popen(
-        [sys.executable, '-c',
-         'import sys, time\n'
-         'from spark_mm.engine.work_dir import claim_work_dir\n'
-         'lock = claim_work_dir(sys.argv[1])\n'
-         'print("locked", flush=True)\n'
-         'time.sleep(float(sys.argv[2]))\n', work_dir, '1.5'],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS='ignore'))
+    holder = hold_work_dir_lock(work_dir, 1.5)
     try:
-        assert holder.stdout.readline().strip() == 'locked'
         started = time.monotonic()
         with pytest.raises(SparKInputError, match='is in use by process'):
             claim_work_dir(work_dir, wait_s=0.3)

@@ -8,7 +8,6 @@ import importlib.util
 import logging
 import os
 import pickle
-import subprocess
 import sys
 import warnings
 
@@ -27,7 +26,7 @@ from spark_mm.engine.work_dir import LOCK_NAME, claim_work_dir
 from spark_mm.errors import CheckpointError, SparKInputError
 
 from _reliability import (DEMO_CONFIG, ROOT, demo_data,  # noqa: F401
-                          one_thread, run_train_tool)
+                          hold_work_dir_lock, one_thread, run_train_tool)
 from test_bad_input import tiny, train_error
 
 MASK_RCNN_DEMO = os.path.join(ROOT, 'configs', 'mask_rcnn',
@@ -300,17 +299,8 @@ def test_torchvision_state_dict_is_not_called_an_official_release(tmp_path):
 # ---- two runs on one work dir --------------------------------------------
 def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
     work_dir = str(tmp_path / 'work')
-    holder = subprocess.Popen(
-        [sys.executable, '-c',
-         'import sys, time\n'
-         'from spark_mm.engine.work_dir import claim_work_dir\n'
-         'lock = claim_work_dir(sys.argv[1])\n'
-         'print("locked", flush=True)\n'
-         'time.sleep(120)\n', work_dir],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS='ignore'))
+    holder = hold_work_dir_lock(work_dir, 120)
     try:
-        assert holder.stdout.readline().strip() == 'locked'
         with pytest.raises(SparKInputError) as error:
             claim_work_dir(work_dir)
         message = str(error.value)
