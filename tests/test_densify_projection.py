@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from spark_mm.models.fast.row_products import MATMUL, ONEDNN
 from spark_mm.models.fast.densify_projection import (densify_projection,
                                                      projects_visible_rows,
                                                      tap_targets)
@@ -22,14 +23,14 @@ def _case(kernel, bias, dtype, size=(5, 7), cin=6, cout=4):
     return conv, active, feature, token, grad
 
 
-def _grads(conv, active, feature, token, grad, fast):
+def _grads(conv, active, feature, token, grad, fast, engine=MATMUL):
     conv.zero_grad(set_to_none=True)
     feature = feature.detach().clone().requires_grad_(True)
     token = token.detach().clone().requires_grad_(True)
     if fast:
         assert projects_visible_rows(conv, feature)
         index = active.flatten().nonzero().squeeze(1)
-        out = densify_projection(feature, active, token, conv, index)
+        out = densify_projection(feature, active, token, conv, index, engine)
     else:
         out = conv(torch.where(active, feature, token))
     out.backward(grad)
@@ -44,9 +45,10 @@ def _rel(a, b):
 @pytest.mark.parametrize('kernel', [1, 3, 5])
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('size', [(5, 7), (1, 1), (2, 9)])
-def test_equal_to_autograd_in_float64(kernel, bias, size):
+@pytest.mark.parametrize('engine', [MATMUL, ONEDNN])
+def test_equal_to_autograd_in_float64(kernel, bias, size, engine):
     case = _case(kernel, bias, torch.float64, size)
-    out, grads = _grads(*case, fast=True)
+    out, grads = _grads(*case, fast=True, engine=engine)
     ref, ref_grads = _grads(*case, fast=False)
     assert _rel(out, ref) < 1e-12
     assert len(grads) == len(ref_grads)

@@ -19,14 +19,16 @@ from .fused_upsample import composed_upsample_conv
 from .norm_act_conv import (batch_norm_conv, batch_norm_relu6_conv,
                             keeps_only_norm_input)
 from .relu6_inplace import ReLU6InPlace
+from .row_products import MATMUL, ONEDNN
 from .tuner import TunedMixin
 
 _relu6 = ReLU6InPlace()  # stateless; keeps only its output for the backward
 
 
-class FastDensifierMixin:
+class FastDensifierMixin(TunedMixin):
     """:class:`~spark_mm.models.densify.Densifier` whose projections'
-    backward runs on the visible rows (channels_last features)."""
+    backward runs on the visible rows (channels_last features), its matrix
+    products by the library the tuner measured faster."""
 
     class_prefix = 'Fast'
 
@@ -39,13 +41,32 @@ class FastDensifierMixin:
             token, projection = self.mask_tokens[scale], self.projections[scale]
             if projects_visible_rows(projection, feature):
                 visible = active.flatten().nonzero().squeeze(1)
-                feature = densify_projection(feature, active, token, projection, visible)
+                feature = self._project_rows(scale, feature, active, token, visible)
             else:
                 feature = projection(torch.where(active, feature, token.to(feature.dtype)))
             if self.pos_embeds is not None:
                 feature = feature + self._pos_embed(scale, height, width)
             dense.append(feature)
         return dense
+
+
+    def _project_rows(self, scale, feature, active, token, visible):
+        projection = self.projections[scale]
+
+        def timed(engine):
+            def run():
+                copies = [feature.detach().requires_grad_(), token.detach().requires_grad_(),
+                          projection.weight]
+                return densify_projection(copies[0], active, copies[1], projection,
+                                          visible, engine), copies
+            return run
+
+        engine = self.fast_tuner.choose(
+            f'{self.fast_name}.projections.{scale}', 'matrix product on rows',
+            ('densify backward', tuple(feature.shape), tuple(projection.weight.shape),
+             len(visible), str(feature.dtype)),
+            {MATMUL: timed(MATMUL), ONEDNN: timed(ONEDNN)}, feature.device)
+        return densify_projection(feature, active, token, projection, visible, engine)
 
 
 class FastUpsampleBlockMixin(TunedMixin):

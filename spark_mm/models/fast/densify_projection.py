@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .conv_dtype import cast_optional, conv_compute_dtype
+from .row_products import MATMUL, ONEDNN, linear_as_conv, transposed_product_as_conv
 from .visible_rows import rows_layout, rows_view, scatter_rows_into_zeros
 
 
@@ -65,7 +66,7 @@ def tap_targets(index: torch.Tensor, batch: int, height: int, width: int,
 class _DensifyProjection(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, feature, token, weight, bias, active, index, dtype):
+    def forward(ctx, feature, token, weight, bias, active, index, dtype, engine):
         kernel = weight.shape[-1]
         with torch.autocast(feature.device.type, enabled=False):
             dense = torch.where(active, feature, token.to(feature.dtype))
@@ -74,7 +75,7 @@ class _DensifyProjection(torch.autograd.Function):
         rows = rows_view(feature).index_select(0, index)
         ctx.save_for_backward(rows, token, weight, active, index)
         ctx.feature_shape, ctx.feature_dtype = feature.shape, feature.dtype
-        ctx.dtype, ctx.has_bias = dtype, bias is not None
+        ctx.dtype, ctx.has_bias, ctx.engine = dtype, bias is not None, engine
         return out
 
     @staticmethod
@@ -91,34 +92,43 @@ class _DensifyProjection(torch.autograd.Function):
             padded = torch.cat([grad_rows, grad_rows.new_zeros(1, cout)])
             targets = tap_targets(index, batch, height, width, kernel)
             gathered = padded.index_select(0, targets.flatten()).view(len(index), -1)
-            w_taps = w.permute(2, 3, 0, 1).reshape(kernel * kernel * cout, cin)
+            if ctx.engine == ONEDNN:
+                grad_visible = linear_as_conv(
+                    gathered, w.permute(1, 2, 3, 0).reshape(cin, kernel * kernel * cout))
+                tap_grads = transposed_product_as_conv(gathered, rows.to(dtype))
+            else:
+                w_taps = w.permute(2, 3, 0, 1).reshape(kernel * kernel * cout, cin)
+                grad_visible = gathered @ w_taps
+                tap_grads = gathered.t() @ rows.to(dtype)
             grad_feature = scatter_rows_into_zeros(
-                (gathered @ w_taps).to(ctx.feature_dtype), index, ctx.feature_shape)
+                grad_visible.to(ctx.feature_dtype), index, ctx.feature_shape)
             # K[o, t]: grad_out summed over the outputs that masked positions reach by t
             masked = (~active).to(dtype)
             masked_taps = torch.ops.aten.convolution_backward(
                 grad, masked, w.new_zeros(cout, 1, kernel, kernel), None, [1, 1],
                 [kernel // 2] * 2, [1, 1], False, [0, 0], 1, [False, True, False])[1]
             token_c = token.to(dtype).view(1, cin, 1, 1)
-            grad_weight = (gathered.t() @ rows.to(dtype)).view(
+            grad_weight = tap_grads.view(
                 kernel, kernel, cout, cin).permute(2, 3, 0, 1) + masked_taps * token_c
             grad_token = (w * masked_taps).sum((0, 2, 3)).view_as(token)
             grad_bias = grad_rows.sum(0) if ctx.has_bias else None
         return (grad_feature, grad_token.to(token.dtype),
                 grad_weight.to(weight.dtype),
                 None if grad_bias is None else grad_bias.to(weight.dtype),
-                None, None, None)
+                None, None, None, None)
 
 
 def densify_projection(feature: torch.Tensor, active: torch.Tensor,
                        token: torch.Tensor, conv: nn.Conv2d,
-                       index: torch.Tensor) -> torch.Tensor:
+                       index: torch.Tensor, engine: str = MATMUL) -> torch.Tensor:
     """``conv(torch.where(active, feature, token))`` for a channels_last
     ``feature`` (see :func:`projects_visible_rows`); ``index``: the flat
     visible rows of ``active`` (B, 1, H, W) in (B * H * W) order.
 
     Under autocast the conv runs in the autocast dtype, as ``conv`` would.
+    ``engine``: how the backward's two matrix products run
+    (:mod:`.row_products`).
     """
     return _DensifyProjection.apply(feature, token, conv.weight, conv.bias,
                                     active, index,
-                                    conv_compute_dtype(feature, conv.weight))
+                                    conv_compute_dtype(feature, conv.weight), engine)

@@ -46,6 +46,7 @@ from ..sparse.convert import dense_class_of
 from ..sparse.remask import SparseMixin
 from .gather_conv import SparseConvGather
 from .neighbour_rows import window_rows
+from .row_products import rows_linear
 from .tuner import TunedMixin
 from .visible_rows import (gather_rows, rows_of, rows_view, scatter_rows,
                            scatter_rows_into_zeros)
@@ -144,8 +145,9 @@ def is_rows_norm(norm) -> bool:
             and not has_post_norm(norm))
 
 
-def _pointwise(rows, conv):
-    return F.linear(rows, conv.weight.flatten(1), conv.bias)
+def _pointwise(block, name, rows, conv):
+    """A 1x1 conv on rows, by the matrix product the tuner measured faster."""
+    return rows_linear(block, name, rows, conv.weight, conv.bias)
 
 
 def _strided_rows(index_out, in_shape, out_shape, stride):
@@ -212,7 +214,7 @@ class SparseBottleneckRowsMixin(TunedMixin, SparseMixin):
         1x1 conv + BN.
         """
         batch, _, height, width = in_shape
-        out = _pointwise(rows_in, self.conv1)
+        out = _pointwise(self, 'conv1', rows_in, self.conv1)
         out = F.relu(rows_batch_norm(self.norm1, out), inplace=True)
 
         conv2 = self.conv2
@@ -228,7 +230,7 @@ class SparseBottleneckRowsMixin(TunedMixin, SparseMixin):
             out = out + conv2.bias
         out = F.relu(rows_batch_norm(self.norm2, out), inplace=True)
 
-        out = rows_batch_norm(self.norm3, _pointwise(out, self.conv3))
+        out = rows_batch_norm(self.norm3, _pointwise(self, 'conv3', out, self.conv3))
         out_shape = (batch, out.shape[1], out_h, out_w)
         identity = self._shortcut_rows(rows_in, index_in, in_shape, index_out,
                                        out_shape, x)
@@ -255,7 +257,7 @@ class SparseBottleneckRowsMixin(TunedMixin, SparseMixin):
                 # the input rows (index_in is sorted).
                 fine = _strided_rows(index_out, in_shape, out_shape, stride)
                 rows = rows_in.index_select(0, torch.searchsorted(index_in, fine))
-            return rows_batch_norm(norm, _pointwise(rows, conv))
+            return rows_batch_norm(norm, _pointwise(self, 'downsample', rows, conv))
         if x is None:
             raise RuntimeError('this shortcut needs the input map')
         return gather_rows(downsample(x), index_out)

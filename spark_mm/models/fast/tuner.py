@@ -2,7 +2,8 @@
 
 Where the fast path has several implementations of one operation (a ResNet
 stage on visible rows or on maps, a 3x3 conv as gather + matrix product or as
-a dense conv, the decoder's upsample composed or sequential), which is faster
+a dense conv, a matrix product on rows in MKL or in oneDNN, the decoder's
+upsample composed or sequential), which is faster
 depends on the machine: the CPU's vector units, the thread count, the GPU. As
 ``torch.backends.cudnn.benchmark`` does, the :class:`Tuner` times each
 candidate once for each new shape, on the current device, dtype and thread
