@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from spark_mm.models.fast.gather_conv import SparseConvGather
+from spark_mm.models.fast.row_products import ONEDNN
 from spark_mm.models.fast.neighbour_rows import window_rows
 from spark_mm.models.fast.resnet_stem_rows import _MaxPoolRows
 
@@ -42,9 +43,11 @@ def relative_error(value, reference):
     return ((value - reference).abs().max() / reference.abs().max()).item()
 
 
+@pytest.mark.parametrize('engine', [None, ONEDNN])
 @pytest.mark.parametrize('stride,dilation,kernel', [
     (1, 1, 3), (2, 1, 3), (1, 2, 3), (2, 1, 1), (1, 1, (3, 1))])
-def test_gather_conv_equals_dense_conv_on_the_zero_filled_map(stride, dilation, kernel):
+def test_gather_conv_equals_dense_conv_on_the_zero_filled_map(stride, dilation, kernel,
+                                                             engine):
     batch, c_in, c_out, size, patch = 3, 5, 4, 8, 4
     kernel = kernel if isinstance(kernel, tuple) else (kernel, kernel)
     padding = (kernel[0] // 2 * dilation, kernel[1] // 2 * dilation)
@@ -62,7 +65,7 @@ def test_gather_conv_equals_dense_conv_on_the_zero_filled_map(stride, dilation, 
 
     window = window_rows(index_in, index_out, (batch, size, size), (out_size, out_size),
                          kernel, (stride, stride), padding, (dilation, dilation))
-    out = SparseConvGather.apply(rows, weight, window)
+    out = SparseConvGather.apply(rows, weight, window, engine)
     grad_rows, grad_weight = torch.autograd.grad(out, (rows, weight), grad)
 
     dense = F.conv2d(scatter(rows, index_in, (batch, c_in, size, size)), weight,

@@ -21,6 +21,7 @@ dense time): 0.44 (7 px, 512 ch), 0.38 (14 -> 7 px, stride 2), 0.52 (14 px),
 import torch
 
 from .neighbour_rows import with_zero_row
+from .row_products import ONEDNN, linear_as_conv, transposed_product_as_conv
 
 
 def _window_matrix(rows, window):
@@ -37,13 +38,20 @@ def _weight_matrix(weight):
 
 class SparseConvGather(torch.autograd.Function):
     """The conv (no bias, groups 1) of the map holding ``rows`` at the
-    positions ``window`` refers to, read at the outputs of ``window``."""
+    positions ``window`` refers to, read at the outputs of ``window``; the
+    matrix products in torch's (MKL) or, for ``engine`` ONEDNN, as oneDNN
+    1x1 convolutions (:mod:`.row_products`)."""
 
     @staticmethod
-    def forward(ctx, rows, weight, window):
+    def forward(ctx, rows, weight, window, engine=None):
         with torch.autocast(rows.device.type, enabled=False):
-            out = torch.mm(_window_matrix(rows, window), _weight_matrix(weight).t())
+            windows = _window_matrix(rows, window)
+            if engine == ONEDNN:
+                out = linear_as_conv(windows, _weight_matrix(weight))
+            else:
+                out = torch.mm(windows, _weight_matrix(weight).t())
         ctx.save_for_backward(rows, weight, window)
+        ctx.engine = engine
         return out
 
     @staticmethod
@@ -52,14 +60,21 @@ class SparseConvGather(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_rows = grad_weight = None
         with torch.autocast(grad_out.device.type, enabled=False):
+            onednn = ctx.engine == ONEDNN
             if ctx.needs_input_grad[1]:
-                grad_w = torch.mm(grad_out.t(), _window_matrix(rows, window))
+                windows = _window_matrix(rows, window)
+                grad_w = (transposed_product_as_conv(grad_out, windows) if onednn
+                          else torch.mm(grad_out.t(), windows))
                 c_out, c_in, k_h, k_w = weight.shape
                 grad_weight = grad_w.view(c_out, k_h, k_w, c_in).permute(0, 3, 1, 2)
             if ctx.needs_input_grad[0]:
-                grad_window = torch.mm(grad_out, _weight_matrix(weight))
+                if onednn:  # the weight as (kh * kw * C_in, C_out) rows
+                    grad_window = linear_as_conv(
+                        grad_out, weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]))
+                else:
+                    grad_window = torch.mm(grad_out, _weight_matrix(weight))
                 grad_rows = grad_out.new_zeros(rows.shape[0] + 1, rows.shape[1])
                 grad_rows.index_add_(0, window.flatten(),
                                      grad_window.view(-1, rows.shape[1]))
                 grad_rows = grad_rows[:rows.shape[0]]
-        return grad_rows, grad_weight, None
+        return grad_rows, grad_weight, None, None

@@ -46,7 +46,7 @@ from ..sparse.convert import dense_class_of
 from ..sparse.remask import SparseMixin
 from .gather_conv import SparseConvGather
 from .neighbour_rows import window_rows
-from .row_products import rows_linear
+from .row_products import ONEDNN, rows_linear
 from .tuner import TunedMixin
 from .visible_rows import (gather_rows, rows_of, rows_view, scatter_rows,
                            scatter_rows_into_zeros)
@@ -111,6 +111,9 @@ def _sparse_conv_rows(block, rows, index_in, index_out, in_shape, out_hw):
     def gather_gemm(rows=rows, weight=weight):
         return SparseConvGather.apply(rows, weight, window)
 
+    def gather_onednn(rows=rows, weight=weight):
+        return SparseConvGather.apply(rows, weight, window, ONEDNN)
+
     def timed(implementation):
         def run():
             copies = rows.detach().requires_grad_(), weight.detach().requires_grad_()
@@ -120,9 +123,11 @@ def _sparse_conv_rows(block, rows, index_in, index_out, in_shape, out_hw):
     choice = block.fast_tuner.choose(
         f'{block.fast_name}.conv2', 'conv on visible rows',
         (tuple(in_shape), tuple(weight.shape), geometry, str(rows.dtype)),
-        {'dense conv': timed(dense_conv), 'gather + GEMM': timed(gather_gemm)},
+        {'dense conv': timed(dense_conv), 'gather + GEMM': timed(gather_gemm),
+         'gather + oneDNN': timed(gather_onednn)},
         rows.device)
-    return gather_gemm() if choice == 'gather + GEMM' else dense_conv()
+    return {'gather + GEMM': gather_gemm,
+            'gather + oneDNN': gather_onednn}.get(choice, dense_conv)()
 
 
 # ---- the block ---------------------------------------------------------------------
