@@ -3,6 +3,8 @@
 One thread per process: on a shared 2-core machine OpenMP's spinning threads
 make a small model tens of times slower than a single thread.
 """
+import glob
+import json
 import os
 import signal
 import socket
@@ -162,3 +164,14 @@ def hold_work_dir_lock(work_dir: str, seconds: float) -> subprocess.Popen:
         holder.kill()
         raise RuntimeError(f'the lock holder for {work_dir} did not start')
     return holder
+
+
+def logged_runs(work_dir: str) -> list:
+    """Per run of ``work_dir`` (its timestamped folders, in order): iteration
+    -> the scalars logged there (``vis_data/scalars.json``, loss lines)."""
+    runs = []
+    for path in sorted(glob.glob(f'{work_dir}/*/vis_data/scalars.json')):
+        with open(path) as file:
+            entries = [json.loads(line) for line in file]
+        runs.append({e['iter']: e for e in entries if 'loss' in e})
+    return runs

@@ -10,8 +10,6 @@
    (tests/test_coco_transfer.py) requires its fine-tuned model to beat those
    random boxes by a clear margin.
 """
-import glob
-import json
 import os
 
 import pytest
@@ -23,7 +21,7 @@ from spark_mm.checkpoint.loading import allow_mmengine_checkpoints
 from _coco_baselines import (CLASSES, coco_bbox_metrics,
                              ground_truth_predictions, random_box_predictions)
 from _reliability import (assert_same_weights_and_optimizer,
-                          run_straight_and_killed_then_resumed)
+                          logged_runs, run_straight_and_killed_then_resumed)
 from _tiny_mask_rcnn import make_tiny_coco, write_tiny_mask_rcnn
 
 ITERS, SAVE_EVERY = 8, 4  # killed after iteration 4's checkpoint, resumed to 8
@@ -43,15 +41,6 @@ def _train_args(config, work_dir, *extra):
     return ['python', 'tools/train.py', config, '--work-dir', work_dir,
             *extra]
 
-
-def _logged(work_dir):
-    """Per run (scalars.json): iteration -> logged scalars."""
-    runs = []
-    for path in sorted(glob.glob(f'{work_dir}/*/vis_data/scalars.json')):
-        with open(path) as file:
-            entries = [json.loads(line) for line in file]
-        runs.append({e['iter']: e for e in entries if 'loss' in e})
-    return runs
 
 
 @pytest.fixture(scope='module', params=[0])
@@ -78,9 +67,9 @@ def test_mask_rcnn_demo_resumes_bit_exactly_after_sigkill(
     assert final['meta']['iter'] == reference['meta']['iter'] == ITERS
     assert_same_weights_and_optimizer(final, reference)
 
-    reference_log, = _logged(runs['straight'])
+    reference_log, = logged_runs(runs['straight'])
     assert sorted(reference_log) == list(range(1, ITERS + 1))
-    before, after = _logged(runs['killed'])  # the killed run, then the resumed
+    before, after = logged_runs(runs['killed'])  # the killed run, then the resumed
     assert sorted(after) == list(range(SAVE_EVERY + 1, ITERS + 1))
     for step, entry in list(before.items()) + list(after.items()):
         expected_entry = reference_log[step]

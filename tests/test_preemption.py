@@ -16,7 +16,6 @@ and the Mask R-CNN demo): each sample is seeded from its place in the data
 order (spark_mm/engine/sample_seed.py).
 """
 import glob
-import json
 import os
 import pickle
 import random
@@ -33,7 +32,7 @@ from spark_mm.engine.step_seed import StepSeedHook
 
 from _reliability import (DEMO_CONFIG, ROOT, as_cli,  # noqa: F401
                           assert_same_weights_and_optimizer, demo_data,
-                          free_port, tiny_options)
+                          free_port, logged_runs, tiny_options)
 from _tiny_mask_rcnn import make_tiny_coco, write_tiny_mask_rcnn
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -61,15 +60,6 @@ def _launch(config, work_dir, ranks, options=(), *extra):
         command = ['bash', 'tools/dist_train.sh', config, str(ranks)]
     return command + ['--work-dir', work_dir, *extra, *options]
 
-
-def _logged(work_dir):
-    """Per run (in order): iteration -> logged scalars."""
-    runs = []
-    for path in sorted(glob.glob(f'{work_dir}/*/vis_data/scalars.json')):
-        with open(path) as file:
-            entries = [json.loads(line) for line in file]
-        runs.append({e['iter']: e for e in entries if 'loss' in e})
-    return runs
 
 
 def preempted_then_resumed(base, config, ranks, at, signal_rank, signal,
@@ -138,8 +128,8 @@ def assert_same_run(runs, final_name, at):
     assert_same_weights_and_optimizer(final, reference)
     assert pickle.dumps(final['param_schedulers']) == pickle.dumps(
         reference['param_schedulers'])
-    reference_log, = _logged(runs['straight'])
-    before, after = _logged(runs['preempted'])
+    reference_log, = logged_runs(runs['straight'])
+    before, after = logged_runs(runs['preempted'])
     assert sorted(before) == list(range(1, at + 2))
     assert sorted(after) == list(range(at + 2, max(reference_log) + 1))
     for step, entry in list(before.items()) + list(after.items()):
