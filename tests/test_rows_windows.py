@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from spark_mm.models.fast.gather_conv import SparseConvGather
-from spark_mm.models.fast.row_products import ONEDNN
+from spark_mm.models.fast.row_products import MATMUL, ONEDNN
 from spark_mm.models.fast.neighbour_rows import window_rows
 from spark_mm.models.fast.resnet_stem_rows import _MaxPoolRows
 
@@ -43,7 +43,7 @@ def relative_error(value, reference):
     return ((value - reference).abs().max() / reference.abs().max()).item()
 
 
-@pytest.mark.parametrize('engine', [None, ONEDNN])
+@pytest.mark.parametrize('engine', [MATMUL, ONEDNN])
 @pytest.mark.parametrize('stride,dilation,kernel', [
     (1, 1, 3), (2, 1, 3), (1, 2, 3), (2, 1, 1), (1, 1, (3, 1))])
 def test_gather_conv_equals_dense_conv_on_the_zero_filled_map(stride, dilation, kernel,

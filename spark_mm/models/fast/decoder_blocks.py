@@ -49,7 +49,6 @@ class FastDensifierMixin(TunedMixin):
             dense.append(feature)
         return dense
 
-
     def _project_rows(self, scale, feature, active, token, visible):
         projection = self.projections[scale]
 

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .conv_dtype import cast_optional, conv_compute_dtype
-from .row_products import MATMUL, ONEDNN, linear_as_conv, transposed_product_as_conv
+from .row_products import MATMUL, linear_by, transposed_product_by
 from .visible_rows import rows_layout, rows_view, scatter_rows_into_zeros
 
 
@@ -92,14 +92,10 @@ class _DensifyProjection(torch.autograd.Function):
             padded = torch.cat([grad_rows, grad_rows.new_zeros(1, cout)])
             targets = tap_targets(index, batch, height, width, kernel)
             gathered = padded.index_select(0, targets.flatten()).view(len(index), -1)
-            if ctx.engine == ONEDNN:
-                grad_visible = linear_as_conv(
-                    gathered, w.permute(1, 2, 3, 0).reshape(cin, kernel * kernel * cout))
-                tap_grads = transposed_product_as_conv(gathered, rows.to(dtype))
-            else:
-                w_taps = w.permute(2, 3, 0, 1).reshape(kernel * kernel * cout, cin)
-                grad_visible = gathered @ w_taps
-                tap_grads = gathered.t() @ rows.to(dtype)
+            # the weight as (C_in, (tap, C_out)), the columns of ``gathered``
+            w_taps = w.permute(1, 2, 3, 0).reshape(cin, kernel * kernel * cout)
+            grad_visible = linear_by(ctx.engine, gathered, w_taps)
+            tap_grads = transposed_product_by(ctx.engine, gathered, rows.to(dtype))
             grad_feature = scatter_rows_into_zeros(
                 grad_visible.to(ctx.feature_dtype), index, ctx.feature_shape)
             # K[o, t]: grad_out summed over the outputs that masked positions reach by t

@@ -21,7 +21,7 @@ dense time): 0.44 (7 px, 512 ch), 0.38 (14 -> 7 px, stride 2), 0.52 (14 px),
 import torch
 
 from .neighbour_rows import with_zero_row
-from .row_products import ONEDNN, linear_as_conv, transposed_product_as_conv
+from .row_products import MATMUL, linear_by, transposed_product_by
 
 
 def _window_matrix(rows, window):
@@ -43,13 +43,9 @@ class SparseConvGather(torch.autograd.Function):
     1x1 convolutions (:mod:`.row_products`)."""
 
     @staticmethod
-    def forward(ctx, rows, weight, window, engine=None):
+    def forward(ctx, rows, weight, window, engine=MATMUL):
         with torch.autocast(rows.device.type, enabled=False):
-            windows = _window_matrix(rows, window)
-            if engine == ONEDNN:
-                out = linear_as_conv(windows, _weight_matrix(weight))
-            else:
-                out = torch.mm(windows, _weight_matrix(weight).t())
+            out = linear_by(engine, _window_matrix(rows, window), _weight_matrix(weight))
         ctx.save_for_backward(rows, weight, window)
         ctx.engine = engine
         return out
@@ -60,19 +56,15 @@ class SparseConvGather(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_rows = grad_weight = None
         with torch.autocast(grad_out.device.type, enabled=False):
-            onednn = ctx.engine == ONEDNN
             if ctx.needs_input_grad[1]:
-                windows = _window_matrix(rows, window)
-                grad_w = (transposed_product_as_conv(grad_out, windows) if onednn
-                          else torch.mm(grad_out.t(), windows))
+                grad_w = transposed_product_by(ctx.engine, grad_out,
+                                               _window_matrix(rows, window))
                 c_out, c_in, k_h, k_w = weight.shape
                 grad_weight = grad_w.view(c_out, k_h, k_w, c_in).permute(0, 3, 1, 2)
             if ctx.needs_input_grad[0]:
-                if onednn:  # the weight as (kh * kw * C_in, C_out) rows
-                    grad_window = linear_as_conv(
-                        grad_out, weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]))
-                else:
-                    grad_window = torch.mm(grad_out, _weight_matrix(weight))
+                # the weight as (kh * kw * C_in, C_out): the window's columns
+                grad_window = linear_by(
+                    ctx.engine, grad_out, weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]))
                 grad_rows = grad_out.new_zeros(rows.shape[0] + 1, rows.shape[1])
                 grad_rows.index_add_(0, window.flatten(),
                                      grad_window.view(-1, rows.shape[1]))

@@ -59,3 +59,13 @@ def transposed_product_as_conv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
         grad_out, pixels, shape_only, None, [1, 1], [0, 0], [1, 1], False,
         [0, 0], 1, [False, True, False])[1]
     return grad_weight.reshape(cout, cin)
+
+
+def linear_by(engine: str, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``rows @ weight.t()`` (``weight`` (C_out, C_in)) by ``engine``."""
+    return linear_as_conv(rows, weight) if engine == ONEDNN else F.linear(rows, weight)
+
+
+def transposed_product_by(engine: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a.t() @ b`` by ``engine``."""
+    return transposed_product_as_conv(a, b) if engine == ONEDNN else a.t() @ b
