@@ -332,20 +332,50 @@ def test_benchmark_tool_prints_ratios(tmp_path):
            '--config', os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py'),
            '--batch', '2', '--size', '64', '--decoder-width', '64',
            '--iters', '1', '--warmup', '1', '--channels-last',
-           '--candidates', 'ours', 'dense', 'decoder', 'mmpretrain', '--retune',
+           '--candidates', 'ours', 'dense', 'decoder', 'mmpretrain',
+           'mmpretrain_nhwc', '--retune',
            '--parallel-memory', '--cfg-options',
            'model.fast_path.compact_saved_maps=False']
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    for name in ('ours', 'dense', 'decoder', 'mmpretrain'):
-        assert any(line.startswith(name) for line in out.splitlines()), out
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines()
+            if line.split() and line.split()[0] in (
+                'ours', 'dense', 'decoder', 'mmpretrain', 'mmpretrain_nhwc')
+            and len(line.split()) > 2 and line.split()[1] == 'fp32'}
+    assert rows == {'ours': ['fp32', 'NHWC'], 'dense': ['fp32', 'NHWC'],
+                    'decoder': ['fp32', 'NHWC'], 'mmpretrain': ['fp32', 'NCHW'],
+                    'mmpretrain_nhwc': ['fp32', 'NHWC']}, out
+    assert 'ratio step time ours/mmpretrain_nhwc:' in out, out
 
     assert 'ratio step time ours/mmpretrain:' in out, out
     assert 'ratio step time ours/dense:' in out, out
     assert 'ratio peak memory ours/mmpretrain:' in out, out
     assert "cfg-options: {'model.fast_path.compact_saved_maps': False}" in out, out
+
+
+def test_benchmark_ratios_are_against_the_faster_mmpretrain_layout():
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from benchmark import Candidate, report
+    cands = {'ours': Candidate('ours', 'fp32', True, times=[4.0, 4.2, 4.1]),
+             'mmpretrain': Candidate('mmpretrain', 'fp32', False, times=[10.0, 10.0, 10.0]),
+             'mmpretrain_nhwc': Candidate('mmpretrain_nhwc', 'fp32', True,
+                                          times=[8.0, 8.4, 8.2])}
+    for name, cand in cands.items():
+        cand.peak_bytes = dict(ours=1, mmpretrain=4, mmpretrain_nhwc=2)[name] * 2**30
+    lines = []
+    report(cands, 16, log=lines.append)
+    ours = next(line.split() for line in lines if line.startswith('ours'))
+    # columns: name, precision, layout, s/step, img/s, x base, MiB, x base
+    assert ours[5] == f'{4.1 / 8.2:.3f}' and ours[7] == f'{1 / 2:.3f}', lines
+    assert any(line.startswith('base: mmpretrain_nhwc (NHWC)') for line in lines), lines
+    assert f'ratio step time ours/mmpretrain: {0.41:.3f}' in '\n'.join(lines)
+    # the other way round, NCHW is the base
+    cands['mmpretrain'].times = [6.0, 6.0, 6.0]
+    lines = []
+    report(cands, 16, log=lines.append)
+    assert any(line.startswith('base: mmpretrain (NCHW)') for line in lines), lines
 
 
 def test_benchmark_config_takes_cfg_options():

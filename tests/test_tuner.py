@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 from spark_mm.models.fast import resnet_rows
-from spark_mm.models.fast.tuner import Tuner, default_cache_file
+from spark_mm.models.fast.tuner import ISA_LIMITS, Tuner, default_cache_file
 from spark_mm.registry import MODELS
 
 CPU = torch.device('cpu')
@@ -268,3 +268,18 @@ def test_ranks_measure_together_through_sync_bn(tmp_path):
     assert ranks[0]['choices'] and ranks[0]['choices'] == ranks[1]['choices']
     assert any(key.startswith('ResNet stage') for key in ranks[0]['choices'])
     assert all(torch.isfinite(torch.tensor(r['loss'])) for r in ranks)
+
+
+def test_cache_file_differs_under_an_instruction_set_cap(tmp_path, monkeypatch):
+    # oneDNN / ATen / MKL capped to AVX2 on an AVX-512 CPU run other kernels:
+    # choices measured there must not be taken uncapped, nor the reverse.
+    monkeypatch.setenv('SPARK_MM_TUNING_CACHE', str(tmp_path))
+    for variable, _ in ISA_LIMITS:
+        monkeypatch.delenv(variable, raising=False)
+    uncapped = default_cache_file(CPU)
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')
+    onednn_capped = default_cache_file(CPU)
+    monkeypatch.setenv('ATEN_CPU_CAPABILITY', 'avx2')
+    both_capped = default_cache_file(CPU)
+    assert len({uncapped, onednn_capped, both_capped}) == 3
+    assert 'onednn-avx2' in os.path.basename(onednn_capped)

@@ -19,8 +19,13 @@ Candidates (all built from one config):
   (mmpretrain's and the official one compute the same convolutions), so its
   ratio to mmpretrain's step is a floor under ``ours``'s;
 - ``mmpretrain``: mmpretrain's own ``SparK`` (``SparseResNet`` /
-  ``SparseConvNeXt`` of the same arch, same decoder width), NCHW, in the
-  baseline precision (fp32 by default).
+  ``SparseConvNeXt`` of the same arch, same decoder width), NCHW (its configs'
+  layout), in the baseline precision (fp32 by default);
+- ``mmpretrain_nhwc``: the same model and inputs in channels_last.
+
+Ratios are taken against the faster of the mmpretrain candidates in the run
+(the peer at its best layout; on CPUs channels_last is often the faster by a
+quarter), and printed against each of them.
 
 A step is forward + backward + optimizer step (the config's optimizer and
 gradient clipping, through an mmengine optim wrapper). Timing alternates the
@@ -60,6 +65,7 @@ from spark_mm.engine.optim_wrappers import cpu_has_native_bf16  # noqa: E402
 from spark_mm.models.fast.tuner import device_name  # noqa: E402
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
+BASELINES = ('mmpretrain', 'mmpretrain_nhwc')  # mmpretrain's SparK, NCHW / NHWC
 _DTYPES = dict(bf16='bfloat16', fp16='float16')
 
 
@@ -231,10 +237,13 @@ def build_candidate(name: str, cfg: Config, args, images) -> Candidate:
 
         def loss_fn():
             return model(dense).float().square().mean()
-    elif name == 'mmpretrain':
-        cand = Candidate(name, args.baseline_precision, False)
+    elif name in BASELINES:
+        channels_last = name == 'mmpretrain_nhwc'
+        cand = Candidate(name, args.baseline_precision, channels_last)
         model = build_mmpretrain(cfg, args.size).to(device)
-        inputs = images
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        inputs = _layout(images, channels_last)
 
         def loss_fn():
             return model.loss(inputs, None)['loss']
@@ -354,20 +363,31 @@ def median(values: List[float]) -> float:
     return statistics.median(values) if values else float('nan')
 
 
+def fastest_baseline(cands: Dict[str, Candidate]) -> Optional[Candidate]:
+    """The mmpretrain candidate with the shortest median step: the peer at
+    its best layout."""
+    baselines = [cands[name] for name in BASELINES if name in cands]
+    return min(baselines, key=lambda c: median(c.times)) if baselines else None
+
+
 def report(cands: Dict[str, Candidate], batch: int, log=print):
-    base = cands.get('mmpretrain')
-    log(f'{"candidate":<12}{"precision":<11}{"layout":<8}{"s/step":>9}'
-        f'{"img/s":>9}{"x mmpretrain":>14}{"peak MiB":>10}{"x mmpretrain":>14}')
+    base = fastest_baseline(cands)
+    width = max(map(len, cands)) + 2
+    log(f'{"candidate":<{width}}{"precision":<11}{"layout":<8}{"s/step":>9}'
+        f'{"img/s":>9}{"x base":>9}{"peak MiB":>10}{"x base":>9}')
     for cand in cands.values():
         t = median(cand.times)
         ratio = f'{t / median(base.times):.3f}' if base else '-'
         mem = f'{cand.peak_bytes / 2**20:.0f}' if cand.peak_bytes else '-'
         mem_ratio = (f'{cand.peak_bytes / base.peak_bytes:.3f}'
                      if base and cand.peak_bytes and base.peak_bytes else '-')
-        log(f'{cand.name:<12}{cand.precision:<11}{cand.layout:<8}{t:>9.3f}'
-            f'{batch / t:>9.2f}{ratio:>14}{mem:>10}{mem_ratio:>14}')
+        log(f'{cand.name:<{width}}{cand.precision:<11}{cand.layout:<8}{t:>9.3f}'
+            f'{batch / t:>9.2f}{ratio:>9}{mem:>10}{mem_ratio:>9}')
+    if base:
+        log(f'base: {base.name} ({base.layout}), the faster layout of '
+            "mmpretrain's SparK in this run")
     ours = cands['ours']
-    for other in ('mmpretrain', 'plain', 'dense'):
+    for other in BASELINES + ('plain', 'dense'):
         if other in cands:
             # Steps of one repetition ran back to back: their ratio is the
             # least disturbed by load changing over the run.
@@ -375,8 +395,10 @@ def report(cands: Dict[str, Candidate], batch: int, log=print):
             log(f'ratio step time ours/{other}: {paired:.3f} (median of '
                 'per-repetition ratios; ratio of medians '
                 f'{median(ours.times) / median(cands[other].times):.3f})')
-    if base and ours.peak_bytes and base.peak_bytes:
-        log(f'ratio peak memory ours/mmpretrain: {ours.peak_bytes / base.peak_bytes:.3f}')
+    for other in BASELINES:
+        if other in cands and ours.peak_bytes and cands[other].peak_bytes:
+            log(f'ratio peak memory ours/{other}: '
+                f'{ours.peak_bytes / cands[other].peak_bytes:.3f}')
 
 
 def parse_args(argv=None):
@@ -402,8 +424,10 @@ def parse_args(argv=None):
     parser.add_argument('--iters', type=int, default=3)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--device', choices=('cpu', 'cuda'), default=None)
-    parser.add_argument('--candidates', nargs='+', default=['ours', 'dense', 'mmpretrain'],
-                        choices=['ours', 'plain', 'dense', 'decoder', 'mmpretrain'])
+    parser.add_argument('--candidates', nargs='+',
+                        default=['ours', 'dense', 'mmpretrain', 'mmpretrain_nhwc'],
+                        choices=['ours', 'plain', 'dense', 'decoder', 'mmpretrain',
+                                 'mmpretrain_nhwc'])
     parser.add_argument('--retune', action='store_true',
                         help="measure the fast path's choices again (the tuning "
                         'cache is overwritten), e.g. on a machine quieter than '

@@ -60,12 +60,30 @@ def _cpu_name() -> str:
     return ' '.join([model] + vector[:1])
 
 
+# Variables that cap the instruction set the CPU libraries use (oneDNN's
+# convolutions, ATen's kernels, MKL's GEMM): the same processor is then a
+# different machine for speed.
+ISA_LIMITS = (('ONEDNN_MAX_CPU_ISA', 'onednn'), ('DNNL_MAX_CPU_ISA', 'onednn'),
+              ('ATEN_CPU_CAPABILITY', 'aten'), ('MKL_ENABLE_INSTRUCTIONS', 'mkl'))
+
+
+def _isa_limits() -> List[str]:
+    limits = {}
+    for variable, library in ISA_LIMITS:
+        value = os.environ.get(variable, '').strip()
+        if value and library not in limits:
+            limits[library] = f'{library}={value.lower()}'
+    return list(limits.values())
+
+
 def device_name(device: torch.device) -> str:
     """The processor ``device`` names: GPU model, or CPU model and its widest
-    vector extension (``avx512_bf16``, ``amx_tile``, ``avx512f``, ``avx2``)."""
+    vector extension (``avx512_bf16``, ``amx_tile``, ``avx512f``, ``avx2``),
+    followed by any instruction-set cap set in the environment
+    (:data:`ISA_LIMITS`), e.g. ``onednn=avx2``."""
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
-    return _cpu_name()
+    return ' '.join([_cpu_name()] + _isa_limits())
 
 
 def default_cache_file(device: torch.device) -> str:
