@@ -84,6 +84,21 @@ def test_a_global_context_backbone_is_refused_in_one_line(
     assert '(ContextBlock)' in message
 
 
+@pytest.mark.parametrize('name, text, expected', [
+    ('missing.py', None, "config '{path}' does not exist"),
+    ('weights.pth', 'not a config', "config '{path}' is not a config file"),
+    ('broken.py', 'model = dict(\n', "config '{path}' (or a _base_ it reads) is not valid "
+                                     'Python: line 1'),
+])
+def test_a_file_that_is_not_a_config_is_one_line(name, text, expected, tmp_path,
+                                                  monkeypatch):
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    message = train_error([], monkeypatch, config=str(path))
+    assert message.startswith('error: ' + expected.format(path=path)), message
+
+
 def test_subprocess_prints_one_line_without_traceback(demo_data, tmp_path):  # noqa: F811
     result = run_train_tool(
         ['python', 'tools/train.py', DEMO_CONFIG] + tiny(

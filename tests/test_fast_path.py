@@ -355,6 +355,23 @@ def test_benchmark_tool_prints_ratios(tmp_path):
     assert "cfg-options: {'model.fast_path.compact_saved_maps': False}" in out, out
 
 
+@pytest.mark.parametrize('args, code, message', [
+    (['--config', 'no_such_config.py'], 1, 'error: [Errno 2] No such file'),
+    (['--decoder-width', '100'], 1, 'error: decoder width 100 must be divisible'),
+    (['--batch', '0'], 2, 'argument --batch: 0 is below 1'),
+])
+def test_benchmark_bad_input_is_one_line(tmp_path, args, code, message):
+    cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'), '--config',
+           os.path.join(ROOT, 'configs', 'spark', 'demo_r18.py'), '--size', '64',
+           '--candidates', 'ours', '--no-memory'] + args
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
+                            timeout=600)
+    assert result.returncode == code, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        message if code == 1 else 'benchmark.py: error: ' + message), result.stderr
+
+
 def test_benchmark_ratios_are_against_the_faster_mmpretrain_layout():
     sys.path.insert(0, os.path.join(ROOT, 'tools'))
     from benchmark import Candidate, report

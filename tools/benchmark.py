@@ -63,6 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from spark_mm.apis import single_process_config  # noqa: E402
 from spark_mm.engine.optim_wrappers import cpu_has_native_bf16  # noqa: E402
 from spark_mm.models.fast.tuner import device_name  # noqa: E402
+from tools.common.model_tools import input_errors_exit  # noqa: E402
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 BASELINES = ('mmpretrain', 'mmpretrain_nhwc')  # mmpretrain's SparK, NCHW / NHWC
@@ -401,11 +402,23 @@ def report(cands: Dict[str, Candidate], batch: int, log=print):
                 f'{ours.peak_bytes / cands[other].peak_bytes:.3f}')
 
 
+def _at_least(lowest: int) -> Callable[[str], int]:
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not a whole number')
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f'{value} is below {lowest}')
+        return value
+    return whole_number
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default='configs/spark/r50_pretrain.py')
-    parser.add_argument('--batch', type=int, default=16)
-    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--batch', type=_at_least(1), default=16)
+    parser.add_argument('--size', type=_at_least(1), default=224)
     parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
                         help='precision of ours and of the dense baseline')
     parser.add_argument('--baseline-precision', choices=PRECISIONS, default='fp32',
@@ -421,8 +434,8 @@ def parse_args(argv=None):
                         'follows the backbone, widths and mask ratio')
     parser.add_argument('--decoder-width', type=int, default=None,
                         help="decoder width at the coarsest scale (default: the config's)")
-    parser.add_argument('--iters', type=int, default=3)
-    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--iters', type=_at_least(1), default=3)
+    parser.add_argument('--warmup', type=_at_least(0), default=1)
     parser.add_argument('--device', choices=('cpu', 'cuda'), default=None)
     parser.add_argument('--candidates', nargs='+',
                         default=['ours', 'dense', 'mmpretrain', 'mmpretrain_nhwc'],
@@ -545,4 +558,5 @@ def _cuda_peak(cand: Candidate) -> int:
 
 
 if __name__ == '__main__':
-    main()
+    with input_errors_exit():  # the user's input: one line; a bug: its traceback
+        main()

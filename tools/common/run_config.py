@@ -7,7 +7,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from spark_mm.datasets import set_data_root, use_annotation_classes
-from spark_mm.apis import revert_sync_bn_in_config
+from spark_mm.apis import read_config, revert_sync_bn_in_config
 from spark_mm.engine.distributed import init_cpu_distributed
 from tools.common.run_length import fit_schedule_to_run_length
 
@@ -65,7 +65,7 @@ def load_tool_config(args) -> Config:
     # `--cfg-options data_root=X` is applied to all of them like --data-root.
     data_root = (args.cfg_options or {}).pop('data_root', None)
     data_root = getattr(args, 'data_root', None) or data_root
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     config_train_cfg = dict(cfg.get('train_cfg') or {})
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
