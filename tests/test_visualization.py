@@ -240,3 +240,9 @@ def test_curves_from_work_dir(demo_run, tmp_path):
         plot_curves.main([str(tmp_path), '--out', str(out)])
     with pytest.raises(SystemExit, match=r'error: .*scalars.json: Invalid key "top9"'):
         plot_curves.main([demo_run.work_dir, '--out', str(out), '--keys', 'top9'])
+    cut_off = tmp_path / 'cut' / 'run' / 'vis_data' / 'scalars.json'
+    cut_off.parent.mkdir(parents=True)
+    with open(scalars) as f:
+        cut_off.write_text(f.read()[:-7])  # a run killed while writing its log
+    with pytest.raises(SystemExit, match=r'error: .*scalars.json is not a log of mmengine scalars'):
+        plot_curves.main([str(tmp_path / 'cut'), '--out', str(out)])

@@ -65,7 +65,10 @@ def plot_curves(path: str, out: str = 'curves.png',
     """Plot ``keys``, one panel each, with mmpretrain's ``plot_curve_helper``;
     returns the plotted (x, y) of each key."""
     scalars = find_scalars(path)
-    log_dict = load_json_log(scalars)
+    try:
+        log_dict = load_json_log(scalars)
+    except ValueError as error:  # a line that is not JSON: a cut-off or foreign file
+        raise ValueError(f'{scalars} is not a log of mmengine scalars ({error})') from None
     helper = analyze_logs()
     settings = argparse.Namespace(json_logs=[scalars])
     figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2),
