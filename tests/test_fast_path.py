@@ -356,7 +356,7 @@ def test_benchmark_tool_prints_ratios(tmp_path):
 
 
 @pytest.mark.parametrize('args, code, message', [
-    (['--config', 'no_such_config.py'], 1, 'error: [Errno 2] No such file'),
+    (['--config', 'no_such_config.py'], 1, "error: config 'no_such_config.py' does not exist"),
     (['--decoder-width', '100'], 1, 'error: decoder width 100 must be divisible'),
     (['--batch', '0'], 2, 'argument --batch: 0 is below 1'),
 ])
