@@ -402,23 +402,11 @@ def report(cands: Dict[str, Candidate], batch: int, log=print):
                 f'{ours.peak_bytes / cands[other].peak_bytes:.3f}')
 
 
-def _at_least(lowest: int) -> Callable[[str], int]:
-    def whole_number(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not a whole number')
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f'{value} is below {lowest}')
-        return value
-    return whole_number
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default='configs/spark/r50_pretrain.py')
-    parser.add_argument('--batch', type=_at_least(1), default=16)
-    parser.add_argument('--size', type=_at_least(1), default=224)
+    parser.add_argument('--batch', type=int, default=16)
+    parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
                         help='precision of ours and of the dense baseline')
     parser.add_argument('--baseline-precision', choices=PRECISIONS, default='fp32',
@@ -434,8 +422,8 @@ def parse_args(argv=None):
                         'follows the backbone, widths and mask ratio')
     parser.add_argument('--decoder-width', type=int, default=None,
                         help="decoder width at the coarsest scale (default: the config's)")
-    parser.add_argument('--iters', type=_at_least(1), default=3)
-    parser.add_argument('--warmup', type=_at_least(0), default=1)
+    parser.add_argument('--iters', type=int, default=3)
+    parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--device', choices=('cpu', 'cuda'), default=None)
     parser.add_argument('--candidates', nargs='+',
                         default=['ours', 'dense', 'mmpretrain', 'mmpretrain_nhwc'],
@@ -453,6 +441,9 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for name, lowest in (('batch', 1), ('size', 1), ('iters', 1), ('warmup', 0)):
+        if getattr(args, name) < lowest:
+            parser.error(f'--{name} must be at least {lowest}')
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if args.fast:
